@@ -22,7 +22,6 @@ listed in ``params=``. :func:`physode.api.odeint` warns once when it sees such a
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..integrate import Checkpoint, Config, Stats, integrate
 from ..solvers.stepper import VectorField, dense_eval, extended_stages, rk_step, time_tensor
@@ -36,6 +35,14 @@ def _accumulate(acc: list[torch.Tensor | None], grads) -> None:
             acc[i] = g.clone()
         else:
             acc[i].add_(g)
+
+
+def refuse_double_backward(gradient: str) -> None:
+    """Backward with ``create_graph=True`` runs in grad mode: say clearly it is not offered."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"double backward (create_graph=True) through gradient='{gradient}' is not "
+            "supported; use gradient='direct' for higher-order derivatives")
 
 
 def time_gradients(
@@ -71,8 +78,13 @@ class _ACA(torch.autograd.Function):
         return ys
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_ys):
+        refuse_double_backward("aca")
+        with torch.no_grad():
+            return _ACA._backward(ctx, grad_ys)
+
+    @staticmethod
+    def _backward(ctx, grad_ys):
         func, cfg, times, record = ctx.func, ctx.cfg, ctx.times, ctx.record
         tab = cfg.tab
         params = ctx.params

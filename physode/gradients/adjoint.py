@@ -12,11 +12,10 @@ the continuous problem, accurate only to the solver tolerance — unlike ACA's.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..integrate import Config, Stats, integrate
 from ..solvers.stepper import VectorField, time_tensor
-from .aca import time_gradients
+from .aca import refuse_double_backward, time_gradients
 
 
 def _aug_tol(tol, y0: torch.Tensor, n_params: int):
@@ -37,8 +36,13 @@ class _Adjoint(torch.autograd.Function):
         return ys
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_ys):
+        refuse_double_backward("adjoint")
+        with torch.no_grad():
+            return _Adjoint._backward(ctx, grad_ys)
+
+    @staticmethod
+    def _backward(ctx, grad_ys):
         func, cfg, times, params = ctx.func, ctx.cfg, ctx.times, ctx.params
         y0, ys = ctx.saved_tensors
         n = y0.numel()

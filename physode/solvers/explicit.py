@@ -134,7 +134,7 @@ TSIT5 = Tableau(
 
 
 def _dopri8() -> Tableau:
-    from ._dop853_data import A, B, C, D, E3, E5
+    from ._dop853_data import E3, E5, A, B, C, D
 
     s = 12
     # extended stages: k_1..k_12, f(t+h, y1) (index 12), three extra dense stages (13..15)

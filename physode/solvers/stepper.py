@@ -10,7 +10,7 @@ backward is the same graph that direct backpropagation would have built.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -40,7 +40,7 @@ def _combine(y: torch.Tensor, h: float, row, ks: list[torch.Tensor]) -> torch.Te
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _b_row(b: tuple[float, ...]) -> tuple[tuple[int, float], ...]:
     return tuple((j, w) for j, w in enumerate(b) if w != 0.0)
 

@@ -18,7 +18,7 @@ product for any method, and the ACA reverse sweep rebuilds it with the step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -78,12 +78,12 @@ class Tableau:
         return _sparse_rows(self.a + self.a_extra)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sparse_rows(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[tuple[int, float], ...], ...]:
     return tuple(tuple((j, v) for j, v in enumerate(row) if v != 0.0) for row in rows)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dense_matrix_cached(
     name: str, raw: bytes, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:

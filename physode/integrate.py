@@ -1,6 +1,6 @@
 """The integration loop shared by every gradient mode.
 
-``integrate`` advances one accepted step at a time with :func:`rk_step`, asks the
+``integrate`` advances one accepted step at a time with the method's ``step``, asks the
 controller (outside any graph) whether to accept, reuses the accepted trial and the FSAL
 derivative, and fills the requested output times from the step's dense output — all
 outputs inside one step in one tensor operation. When it is given a ``record`` list, it
@@ -18,7 +18,7 @@ import torch
 
 from .controller import PIController, Tol, error_ratio, initial_step
 from .errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
-from .solvers.stepper import VectorField, dense_eval, extended_stages, rk_step, time_tensor
+from .solvers.stepper import VectorField, time_tensor
 from .solvers.tableau import Tableau
 
 
@@ -160,8 +160,8 @@ def integrate(
         else:
             t_new = grid[gi]
             h_try = t_new - t
-        step = rk_step(func, tab, t, h_try, y, f)
-        stats.nfe += tab.stages - 1
+        step = tab.step(func, t, h_try, y, f)
+        stats.nfe += tab.nfe_per_step
         stats.steps += 1
         if adaptive:
             ratio = error_ratio(tab, step, y, cfg.rtol, cfg.atol)
@@ -179,9 +179,8 @@ def integrate(
                 raise NonFiniteState(t_new)
         stats.accepted += 1
         y1 = step.y1
-        if tab.fsal:
-            f1 = step.ks[-1]
-        else:
+        f1 = tab.f1(func, t_new, step)
+        if f1 is None:
             f1 = func(time_tensor(t_new, y1), y1)
             stats.nfe += 1
 
@@ -198,11 +197,11 @@ def integrate(
             else:
                 interp = list(range(k, k_end))
             if interp:
-                ext = extended_stages(func, tab, t, h_try, y, step.ks, f1)
-                stats.nfe += len(tab.c_extra)
+                ext = tab.extended_stages(func, t, h_try, y, step.ks, f1)
+                stats.nfe += tab.nfe_dense
                 thetas = torch.tensor([(times[j] - t) / h_try for j in interp],
                                       dtype=y.dtype, device=y.device)
-                chunks.append(dense_eval(tab, h_try, y, ext, thetas))
+                chunks.append(tab.dense_eval(h_try, y, ext, thetas))
             if end_out is not None:
                 chunks.append(y1.unsqueeze(0))
             k = k_end

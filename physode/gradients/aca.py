@@ -6,7 +6,7 @@ for Gradient Estimation in Neural ODE", ICML 2020 (arXiv:2006.02493).
 Forward: the adaptive solve runs under ``no_grad`` and keeps one :class:`Checkpoint` per
 accepted step — (t_i, h_i, y_i, f_i) and which outputs the step produced; rejected trials
 leave nothing. Backward: for i = N-1 ... 0, the step is rebuilt with autograd from its
-checkpoint by the very function the forward pass ran (``rk_step``, plus the dense output
+checkpoint by the very function the forward pass ran (the method's ``step``, plus the dense output
 for output times inside the step), and a single ``autograd.grad`` pulls the cotangents of
 (y_{i+1}, f_{i+1}) and of the step's outputs back to (y_i, f_i) and the parameters. The
 FSAL derivative f_i is an input of step i and an output of step i-1, so its cotangent is
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..integrate import Checkpoint, Config, Stats, integrate
-from ..solvers.stepper import VectorField, dense_eval, extended_stages, rk_step, time_tensor
+from ..solvers.stepper import VectorField, time_tensor
 
 
 def _accumulate(acc: list[torch.Tensor | None], grads) -> None:
@@ -100,21 +100,19 @@ class _ACA(torch.autograd.Function):
             with torch.enable_grad():
                 y = ck.y.detach().requires_grad_(True)
                 f = ck.f.detach().requires_grad_(True)
-                step = rk_step(func, tab, ck.t, ck.h, y, f)
+                step = tab.step(func, ck.t, ck.h, y, f)
                 outs, gouts = [step.y1], [a_y]
-                f1 = None
-                if tab.fsal:
-                    f1 = step.ks[-1]
-                elif a_f is not None or ck.interp:
+                f1 = tab.f1(func, ck.t + ck.h, step)
+                if f1 is None and (a_f is not None or ck.interp):
                     f1 = func(time_tensor(ck.t + ck.h, step.y1), step.y1)
                 if a_f is not None:
                     outs.append(f1)
                     gouts.append(a_f)
                 if ck.interp:
-                    ext = extended_stages(func, tab, ck.t, ck.h, y, step.ks, f1)
+                    ext = tab.extended_stages(func, ck.t, ck.h, y, step.ks, f1)
                     thetas = torch.tensor([(times[j] - ck.t) / ck.h for j in ck.interp],
                                           dtype=y.dtype, device=y.device)
-                    outs.append(dense_eval(tab, ck.h, y, ext, thetas))
+                    outs.append(tab.dense_eval(ck.h, y, ext, thetas))
                     gouts.append(grad_ys[ck.interp[0]: ck.interp[-1] + 1])
                 grads = torch.autograd.grad(outs, [y, f, *wanted], gouts, allow_unused=True)
             a_y = grads[0] if grads[0] is not None else torch.zeros_like(y0)

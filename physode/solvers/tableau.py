@@ -70,6 +70,37 @@ class Tableau:
     def n_extended(self) -> int:
         return self.P.shape[0]
 
+    @property
+    def nfe_per_step(self) -> int:
+        """New function evaluations of one step trial (k_1 is the previous f1)."""
+        return self.stages - 1
+
+    @property
+    def nfe_dense(self) -> int:
+        """Extra evaluations for the dense output of a step (DOP853's three stages)."""
+        return len(self.c_extra)
+
+    # The stepper-family interface the integration loop and the gradients use. Other
+    # families (Rosenbrock, symplectic) provide the same four methods.
+    def step(self, func, t: float, h: float, y0: torch.Tensor, f0: torch.Tensor):
+        from .stepper import rk_step
+
+        return rk_step(func, self, t, h, y0, f0)
+
+    def f1(self, func, t1: float, step) -> torch.Tensor | None:
+        """f(t+h, y1) if the step already has it (FSAL), else None."""
+        return step.ks[-1] if self.fsal else None
+
+    def extended_stages(self, func, t: float, h: float, y0: torch.Tensor, ks, f1):
+        from .stepper import extended_stages
+
+        return extended_stages(func, self, t, h, y0, ks, f1)
+
+    def dense_eval(self, h: float, y0: torch.Tensor, ext, thetas: torch.Tensor):
+        from .stepper import dense_eval
+
+        return dense_eval(self, h, y0, ext, thetas)
+
     def dense_matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return _dense_matrix_cached(self.name, self.P.tobytes(), self.P.shape, dtype, device)
 

@@ -74,6 +74,11 @@ class PIController:
     ``h_new = h * safety * ratio^-(1/q - 0.75 beta) * ratio_prev^beta`` with the growth
     factor clipped to [dfactor, ifactor]; beta = 0 gives the classical I-controller.
     After a rejection the step may not grow (Hairer's DOPRI5).
+
+    The default gain is beta = 0 for every method (``options={"beta": 0.04}`` gives Hairer's
+    DOPRI5 setting): measured in ``benchmarks/forward.py`` on the figure-eight orbit and
+    an MLP field, beta = 0.04 costs 3-20 % more function evaluations for fewer rejections,
+    and beta = 0 matches torchdiffeq's dopri5 evaluation counts.
     """
 
     q: int

@@ -89,7 +89,7 @@ def _dopri5() -> Tableau:
     return Tableau(
         name="dopri5", c=_f(_DP_C), a=_rows(_DP_A), b=_f(_DP_B), order=5,
         e=_f(bi - bh for bi, bh in zip(_DP_B, _DP_BHAT)), error_order=4, fsal=True,
-        P=nested_dense(terms), dense_order=4, pi_beta=0.04,
+        P=nested_dense(terms), dense_order=4, pi_beta=0.0,
         citation="Dormand & Prince, 'A family of embedded Runge-Kutta formulae', J. Comput. "
                  "Appl. Math. 6 (1980) 19-26; dense output of Shampine, Math. Comp. 46 "
                  "(1986) 135-150, as in Hairer, Nørsett & Wanner I, II.6 (DOPRI5).")
@@ -128,7 +128,7 @@ _TS_P = np.array([
 TSIT5 = Tableau(
     name="tsit5", c=_f(_TS_C), a=_rows(_TS_A), b=_f(_TS_B), order=5,
     e=_f(bi - bh for bi, bh in zip(_TS_B, _TS_BHAT)), error_order=4, fsal=True,
-    P=_TS_P, dense_order=4, pi_beta=0.04,
+    P=_TS_P, dense_order=4, pi_beta=0.0,
     citation="Tsitouras, 'Runge-Kutta pairs of order 5(4) satisfying only the first column "
              "simplifying assumption', Comput. Math. Appl. 62 (2011) 770-775.")
 

@@ -88,10 +88,20 @@ def dense_eval(
 ) -> torch.Tensor:
     """Dense output at all ``thetas`` (1-D, in [0, 1]) of one step in one tensor operation.
 
-    Returns shape ``(len(thetas), *y0.shape)``.
+    Returns shape ``(len(thetas), *y0.shape)``. Small contractions are done by broadcasting
+    rather than a BLAS matmul: for tens of states a threaded BLAS call costs more than the
+    arithmetic, and thrashes when the machine is loaded.
     """
     P = tab.dense_matrix(y0.dtype, y0.device)  # (n_ext, degree)
-    powers = thetas[:, None] ** torch.arange(1, P.shape[1] + 1, device=y0.device, dtype=y0.dtype)
-    B = powers @ P.T  # (n_out, n_ext)
+    exps = torch.arange(1, P.shape[1] + 1, device=y0.device, dtype=y0.dtype)
+    powers = thetas[:, None] ** exps  # (n_out, degree)
     K = torch.stack(ext).reshape(len(ext), -1)  # (n_ext, n)
-    return (y0.reshape(1, -1) + h * (B @ K)).reshape(len(thetas), *y0.shape)
+    if len(thetas) * K.numel() <= _BROADCAST_LIMIT:
+        B = (powers[:, None, :] * P).sum(-1)  # (n_out, n_ext)
+        BK = (B[:, :, None] * K).sum(1)
+    else:
+        BK = (powers @ P.T) @ K
+    return (y0.reshape(1, -1) + h * BK).reshape(len(thetas), *y0.shape)
+
+
+_BROADCAST_LIMIT = 1 << 16

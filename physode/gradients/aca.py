@@ -45,6 +45,17 @@ def refuse_double_backward(gradient: str) -> None:
             "supported; use gradient='direct' for higher-order derivatives")
 
 
+def _module_param_names(func, params) -> tuple[str, ...] | None:
+    """Names under which ``params`` are exactly ``func``'s trainable parameters (then the
+    fused functional VJP applies), else None."""
+    if not isinstance(func, torch.nn.Module):
+        return None
+    named = [(n, p) for n, p in func.named_parameters() if p.requires_grad]
+    if len(named) != len(params) or any(p is not q for (_, p), q in zip(named, params)):
+        return None
+    return tuple(n for n, _ in named)
+
+
 def time_gradients(
     func: VectorField, times: list[float], ys: torch.Tensor, grad_ys: torch.Tensor,
     grad_y0_total: torch.Tensor, f0: torch.Tensor,
@@ -94,31 +105,57 @@ class _ACA(torch.autograd.Function):
         a_f: torch.Tensor | None = None
         g_params: list[torch.Tensor | None] = [None] * len(params)
         wanted = [p for p in params]
+        linear_dense = hasattr(tab, "dense_cotangents")
+        names = (_module_param_names(func, params)
+                 if getattr(tab, "fused_vjp", False) else None)
+        n_ext = (tab.stages if tab.fsal else tab.stages + 1) if names is not None else 0
         for ck in reversed(record):
             if ck.end_out is not None:
                 a_y = a_y + grad_ys[ck.end_out]
-            with torch.enable_grad():
-                y = ck.y.detach().requires_grad_(True)
-                f = ck.f.detach().requires_grad_(True)
-                step = tab.step(func, ck.t, ck.h, y, f)
-                outs, gouts = [step.y1], [a_y]
-                f1 = tab.f1(func, ck.t + ck.h, step)
-                if f1 is None and (a_f is not None or ck.interp):
-                    f1 = func(time_tensor(ck.t + ck.h, step.y1), step.y1)
-                if a_f is not None:
-                    outs.append(f1)
-                    gouts.append(a_f)
-                if ck.interp:
-                    ext = tab.extended_stages(func, ck.t, ck.h, y, step.ks, f1)
-                    thetas = torch.tensor([(times[j] - ck.t) / ck.h for j in ck.interp],
-                                          dtype=y.dtype, device=y.device)
-                    outs.append(tab.dense_eval(ck.h, y, ext, thetas))
-                    gouts.append(grad_ys[ck.interp[0]: ck.interp[-1] + 1])
-                grads = torch.autograd.grad(outs, [y, f, *wanted], gouts, allow_unused=True)
+            y_cot = ext_cot = thetas = None
+            if ck.interp:
+                thetas = torch.tensor([(times[j] - ck.t) / ck.h for j in ck.interp],
+                                      dtype=y0.dtype, device=y0.device)
+                g_out = grad_ys[ck.interp[0]: ck.interp[-1] + 1]
+                cots = tab.dense_cotangents(ck.h, thetas, g_out) if linear_dense else None
+                if cots is not None:
+                    y_cot, ext_cot = cots
+            if names is not None and (ext_cot is not None or not ck.interp):
+                # compiled stepper: rebuild and VJP fused into one compiled call
+                if ext_cot is None:
+                    ext_cot = torch.zeros((n_ext, *y0.shape), dtype=y0.dtype, device=y0.device)
+                grads = tab.step_vjp(func, names, ck.t, ck.h, ck.y, ck.f, a_y,
+                                     torch.zeros_like(y0) if a_f is None else a_f,
+                                     ext_cot.reshape(n_ext, *y0.shape),
+                                     tuple(p.detach() for p in params))
+            else:
+                with torch.enable_grad():
+                    y = ck.y.detach().requires_grad_(True)
+                    f = ck.f.detach().requires_grad_(True)
+                    step = tab.step(func, ck.t, ck.h, y, f)
+                    outs, gouts = [step.y1], [a_y]
+                    f1 = tab.f1(func, ck.t + ck.h, step)
+                    if f1 is None and (a_f is not None or ck.interp):
+                        f1 = func(time_tensor(ck.t + ck.h, step.y1), step.y1)
+                    if a_f is not None:
+                        outs.append(f1)
+                        gouts.append(a_f)
+                    if ext_cot is not None:
+                        ext = step.ks if tab.fsal else [*step.ks, f1]
+                        for e, c in zip(ext, ext_cot):
+                            outs.append(e)
+                            gouts.append(c.view_as(e))
+                    elif ck.interp:
+                        ext = tab.extended_stages(func, ck.t, ck.h, y, step.ks, f1)
+                        outs.append(tab.dense_eval(ck.h, y, ext, thetas))
+                        gouts.append(g_out)
+                    grads = torch.autograd.grad(outs, [y, f, *wanted], gouts, allow_unused=True)
             a_y = grads[0] if grads[0] is not None else torch.zeros_like(y0)
+            if y_cot is not None:
+                a_y = a_y + y_cot.view_as(y0)
             a_f = grads[1]
             _accumulate(g_params, grads[2:])
-            del step, outs, grads
+            del grads
         if a_f is not None:
             with torch.enable_grad():
                 y = y0.detach().requires_grad_(True)

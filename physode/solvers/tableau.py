@@ -101,16 +101,28 @@ class Tableau:
 
         return dense_eval(self, h, y0, ext, thetas)
 
+    def dense_cotangents(self, h: float, thetas: torch.Tensor, grad_out: torch.Tensor):
+        """Cotangents of (y0, extended stages) from those of the dense outputs, or None
+        when the dense output needs extra function evaluations (DOP853): then ACA rebuilds
+        the interpolant with autograd instead."""
+        if self.c_extra:
+            return None
+        from .stepper import dense_cotangents
+
+        return dense_cotangents(self, h, thetas, grad_out)
+
     def dense_matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return _dense_matrix_cached(self.name, self.P.tobytes(), self.P.shape, dtype, device)
 
-    def sparse_rows(self) -> tuple[tuple[tuple[int, float], ...], ...]:
-        """Non-zero entries of each row of ``a`` and ``a_extra``, for the stage loop."""
-        return _sparse_rows(self.a + self.a_extra)
+    def __post_init__(self) -> None:
+        # Precomputed once as plain tuples: the stage loop (and torch.compile tracing it)
+        # reads them without a call.
+        object.__setattr__(self, "rows", _sparse(self.a + self.a_extra))
+        object.__setattr__(self, "b_row", _sparse((self.b,))[0])
 
 
-@cache
-def _sparse_rows(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[tuple[int, float], ...], ...]:
+def _sparse(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[tuple[int, float], ...], ...]:
+    """Non-zero entries ``(j, a_j)`` of each row."""
     return tuple(tuple((j, v) for j, v in enumerate(row) if v != 0.0) for row in rows)
 
 

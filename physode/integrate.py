@@ -20,6 +20,7 @@ from .controller import PIController, Tol, error_ratio, initial_step
 from .errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
 from .solvers.stepper import VectorField, time_tensor
 from .solvers.tableau import Tableau
+from .stiffness import stiffness_hint
 
 
 @dataclass
@@ -141,11 +142,13 @@ def integrate(
         grid = _fixed_grid(times, cfg)
         gi = 1
     eps = torch.finfo(y0.dtype).eps
+    fused_error = hasattr(tab, "step_and_error")  # a compiled stepper fuses the norm
     k = 1  # next output index
     last_nonfinite = False
     while k < n_out:
         if stats.steps >= cfg.max_steps:
-            raise MaxStepsExceeded(t, cfg.max_steps)
+            raise MaxStepsExceeded(t, cfg.max_steps, hint=stiffness_hint(
+                func, tab, t, y, h if adaptive else None))
         if adaptive:
             target = times[k] if cfg.step_to_outputs else times[-1]
             # land exactly on the target when the step would reach (or nearly reach) it
@@ -156,15 +159,19 @@ def integrate(
             if abs(h_try) <= 10 * eps * max(abs(t), 1e-300):
                 if last_nonfinite:
                     raise NonFiniteState(t)
-                raise StepSizeUnderflow(t, h_try)
+                raise StepSizeUnderflow(t, h_try,
+                                        hint=stiffness_hint(func, tab, t, y, h_try))
         else:
             t_new = grid[gi]
             h_try = t_new - t
-        step = tab.step(func, t, h_try, y, f)
         stats.nfe += tab.nfe_per_step
         stats.steps += 1
         if adaptive:
-            ratio = error_ratio(tab, step, y, cfg.rtol, cfg.atol)
+            if fused_error:
+                step, ratio = tab.step_and_error(func, t, h_try, y, f, cfg.rtol, cfg.atol)
+            else:
+                step = tab.step(func, t, h_try, y, f)
+                ratio = error_ratio(tab, step, y, cfg.rtol, cfg.atol)
             accept, h_next = ctrl.propose(h_try, ratio)
             last_nonfinite = not math.isfinite(ratio)
             h_next = math.copysign(min(abs(h_next), cfg.max_step), direction)
@@ -174,6 +181,7 @@ def integrate(
                 continue
             h = h_next
         else:
+            step = tab.step(func, t, h_try, y, f)
             gi += 1
             if not bool(torch.isfinite(step.y1.detach()).all()):
                 raise NonFiniteState(t_new)

@@ -12,6 +12,11 @@ import torch
 import physode
 from physode.gradients.aca import aca_solve
 from physode.solvers import METHODS
+from physode.solvers.symplectic import SYMPLECTIC_METHODS
+
+# symplectic methods need a position/velocity split (the problems below have none): their
+# ACA == direct test is in tests/test_solvers_symplectic.py
+GENERAL_METHODS = sorted(set(METHODS) - set(SYMPLECTIC_METHODS))
 
 FIXED_STEP = 0.05
 
@@ -69,8 +74,10 @@ def _grads(problem, method, n_out, gradient, backwards=False):
     if backwards:
         t = t.flip(0)
     torch.manual_seed(3)
-    ys = physode.odeint(func, y0, t, method=method, rtol=1e-7, atol=1e-9, gradient=gradient,
-                        params=params, options=_options(method))
+    # low-order pairs take thousands of steps at 1e-7; equality does not need that accuracy
+    rtol = 1e-7 if METHODS[method].order > 2 else 1e-5
+    ys = physode.odeint(func, y0, t, method=method, rtol=rtol, atol=rtol * 1e-2,
+                        gradient=gradient, params=params, options=_options(method))
     w = torch.randn(ys.shape, dtype=ys.dtype)
     loss = (w * ys).sum() + 0.5 * ys.square().sum()
     return torch.autograd.grad(loss, (y0, *params))
@@ -82,7 +89,7 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("n_out", [2, 17, 1000])
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", GENERAL_METHODS)
 def test_aca_equals_direct(method, problem, n_out):
     if n_out == 1000 and not METHODS[method].adaptive and problem != "linear":
         pytest.skip("fixed-step methods step onto all 1000 outputs: covered by 'linear'")

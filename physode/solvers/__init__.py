@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from ..errors import InvalidArgument
+from .base import Method
 from .explicit import EXPLICIT_METHODS
+from .rosenbrock import ROSENBROCK_METHODS
+from .symplectic import SYMPLECTIC_METHODS
 from .tableau import Tableau
 
-METHODS: dict[str, Tableau] = dict(EXPLICIT_METHODS)
+METHODS: dict[str, Method] = {**EXPLICIT_METHODS, **ROSENBROCK_METHODS, **SYMPLECTIC_METHODS}
 
 
-def get_method(name: str) -> Tableau:
+def get_method(name: str) -> Method:
     """The registered method called ``name``; the error lists the known ones."""
     try:
         return METHODS[name]
@@ -18,4 +21,4 @@ def get_method(name: str) -> Tableau:
         raise InvalidArgument(f"unknown method {name!r}; known methods: {known}") from None
 
 
-__all__ = ["METHODS", "Tableau", "get_method"]
+__all__ = ["METHODS", "Method", "Tableau", "get_method"]

@@ -3,6 +3,7 @@
 from .api import Solution, odeint, solve
 from .errors import (
     InvalidArgument,
+    InvalidObservations,
     MaxStepsExceeded,
     NonFiniteState,
     PhysodeError,
@@ -11,6 +12,9 @@ from .errors import (
 )
 from .integrate import Stats
 from .neural import NeuralTerm
+from .observations import Experiment, Observations, load_observations, save_observations
+from .results import read_netcdf, to_xarray, write_netcdf
+from .simulate import simulate
 from .solvers import METHODS
 from .system import Parameter, StateVar, System
 from .system_errors import InvalidSystem, ReactionParseError, UnknownSystem
@@ -19,11 +23,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "Experiment",
     "InvalidArgument",
+    "InvalidObservations",
     "InvalidSystem",
     "MaxStepsExceeded",
     "NeuralTerm",
     "NonFiniteState",
+    "Observations",
     "Parameter",
     "ReactionParseError",
     "PhysodeError",
@@ -34,6 +41,12 @@ __all__ = [
     "StepSizeUnderflow",
     "System",
     "UnknownSystem",
+    "load_observations",
     "odeint",
+    "read_netcdf",
+    "save_observations",
+    "simulate",
     "solve",
+    "to_xarray",
+    "write_netcdf",
 ]

@@ -54,3 +54,8 @@ class NonFiniteState(SolverError):
 
     def __init__(self, t: float, what: str = "state") -> None:
         super().__init__(f"non-finite {what} (NaN or inf) at t={t:.17g}", t)
+
+
+class InvalidObservations(PhysodeError, ValueError):
+    """An observations file or :class:`~physode.observations.Observations` object violates
+    the schema; the message names the file, the group and the dataset concerned."""

@@ -235,3 +235,12 @@ def test_warns_once_about_captured_tensor_missing_from_params():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         physode.odeint(f, torch.ones(1, requires_grad=True), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "rodas4"])
+def test_adjoint_refuses_methods_it_cannot_run(method):
+    k = torch.tensor(0.5, requires_grad=True)
+    with pytest.raises(physode.InvalidArgument, match="gradient='aca'"):
+        physode.odeint(lambda t, y: -k * y, torch.ones(2), torch.tensor([0.0, 1.0]),
+                       method=method, gradient="adjoint", params=(k,),
+                       options={"step_size": 0.1} if method == "leapfrog" else None)

@@ -63,6 +63,9 @@ class RosenbrockTableau:
     citation: str = ""
     fsal: bool = False
     stiff: bool = True
+    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
+    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
+    supports_adjoint: bool = False
     P: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -186,6 +189,9 @@ class Rosenbrock23:
     fsal: bool = True
     pi_beta: float = 0.0
     stiff: bool = True
+    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
+    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
+    supports_adjoint: bool = False
     d: float = 1.0 / (2.0 + math.sqrt(2.0))
     e32: float = 6.0 + math.sqrt(2.0)
     citation: str = ("Shampine & Reichelt, 'The MATLAB ODE Suite', SIAM J. Sci. Comput. 18 "

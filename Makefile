@@ -22,7 +22,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
 
 demo: $(STAMP)
-	$(PY) examples/three_body_orbit.py
+	$(VENV)/bin/physode demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/forward.py

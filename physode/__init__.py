@@ -10,6 +10,8 @@ from .errors import (
     SolverError,
     StepSizeUnderflow,
 )
+from .fit import fit
+from .fit_result import FitResult
 from .integrate import Stats
 from .neural import NeuralTerm
 from .observations import Experiment, Observations, load_observations, save_observations
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "Experiment",
+    "FitResult",
     "InvalidArgument",
     "InvalidObservations",
     "InvalidSystem",
@@ -41,6 +44,7 @@ __all__ = [
     "StepSizeUnderflow",
     "System",
     "UnknownSystem",
+    "fit",
     "load_observations",
     "odeint",
     "read_netcdf",

@@ -1,0 +1,69 @@
+"""Forward sensitivities: the state augmented with its Jacobian with respect to parameters.
+
+For ``dy/dt = f(t, y; u)`` the sensitivities ``S_k = dy/du_k`` obey the variational
+equations ``dS_k/dt = (df/dy) S_k + df/du_k`` with ``S_k(t0) = dy0/du_k`` (Hairer, Nørsett
+& Wanner, *Solving ODEs I*, 2nd ed., sec. I.14). :class:`SensitivityField` is that
+augmented vector field on the flat state ``z = [y, S_1, ..., S_P]``: one evaluation of
+``f`` plus ``P`` Jacobian-vector products computed together with ``torch.func.jvp`` under
+``torch.func.vmap``. Solved by an explicit Runge-Kutta method with the same step sequence,
+the augmented solution's ``S`` is exactly the derivative of the discrete ``y`` (for RK
+methods differentiation and discretisation commute, ibid. sec. II.6 and Hairer & Wanner
+"internal numerical differentiation"), so Levenberg-Marquardt gets the exact Jacobian of
+the residuals it evaluates in the same solve.
+
+Why forward mode for the residual Jacobian: a fit has few parameters P and many
+residuals M (9000 for the three-body data), so one forward solve carrying P tangents
+beats M reverse (ACA) sweeps. Measured on the seed paper's three-body problem (P = 3,
+1000 outputs, dopri5 rtol 1e-8, 2-core CPU, one thread): augmented solve 7 s eager and
+0.13 s with the compiled step (after ~20 s compilation); forward-mode dual numbers through
+the solver, 3 passes: 9.4 s; a Python loop of P ``jvp`` calls instead of ``vmap``: 25 s;
+reverse mode would need 9000 ACA sweeps of ~1 s each.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp, vmap
+
+
+class SensitivityField(nn.Module):
+    """``z = [y, S]`` -> ``[f(t, y), J_y S + J_u]`` for the named parameters of ``system``.
+
+    Args:
+        system: the vector field (an ``nn.Module`` called as ``system(t, y)``).
+        tangents: ``{parameter name in system.named_parameters(): (P, *shape)}``, the unit
+            direction of each of the P sensitivity columns in that parameter (zeros where
+            the column belongs to another parameter or to the initial state).
+        n_directions: P.
+    """
+
+    def __init__(self, system: nn.Module, tangents: dict[str, Tensor], n_directions: int):
+        super().__init__()
+        self.system = system
+        self.names = tuple(tangents)
+        self.tangents = tangents
+        self.n_dir = int(n_directions)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        n = z.shape[-1] // (1 + self.n_dir)
+        batch = z.shape[:-1]
+        y = z[..., :n]
+        s = z[..., n:].reshape(*batch, self.n_dir, n)
+        params = dict(self.system.named_parameters())
+        ps = {k: params[k] for k in self.names}
+
+        def field(y_: Tensor, ps_: dict[str, Tensor]) -> Tensor:
+            return functional_call(self.system, ps_, (t, y_))
+
+        fy = field(y, ps)
+        if not self.names:
+            ds = vmap(lambda s_: jvp(lambda y_: field(y_, ps), (y,), (s_,))[1],
+                      in_dims=-2, out_dims=-2)(s)
+        else:
+            ds = vmap(lambda s_, dp: jvp(field, (y, ps), (s_, dp))[1],
+                      in_dims=(-2, 0), out_dims=-2)(s, self.tangents)
+        return torch.cat([fy, ds.reshape(*batch, self.n_dir * n)], dim=-1)
+
+
+__all__ = ["SensitivityField"]

@@ -1,0 +1,86 @@
+"""Parameter uncertainty from the Gauss-Newton approximation, and identifiability.
+
+Near the least-squares estimate the weighted residuals are linear in the parameters,
+``r(theta) ~ r + J (theta - theta_hat)``, and the covariance of the estimate is
+``s^2 (J^T J)^-1`` with J the Jacobian of the *weighted* residuals (so J^T J = J^T W J of
+the unweighted ones) and ``s^2 = 1`` when sigma is known, ``s^2 = chi2 / (N - P)`` when
+one shared noise level is estimated (Bates & Watts, *Nonlinear Regression Analysis and Its
+Applications*, 1988, sec. 2.3; Seber & Wild, *Nonlinear Regression*, 1989, sec. 2.1).
+The fit runs in unconstrained coordinates u; the covariance is carried to the physical
+values x by the chain rule, ``Cov_x = D Cov_u D`` with ``D = diag(dx/du)`` (the delta
+method; the transforms are element-wise).
+
+When J^T J is singular (or numerically so), some combination of parameters does not
+change the model: the right singular vectors of the column-scaled J with negligible
+singular values name the parameters involved, which are reported as not identifiable
+with NaN standard errors; the others get the pseudo-inverse covariance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Singular values of the column-normalised Jacobian below this fraction of the largest
+#: count as zero (sqrt of float64 epsilon would be too strict for solver-accurate J).
+RANK_RTOL = 1e-8
+#: A parameter is named non-identifiable when its weight in a null direction exceeds this.
+NULL_WEIGHT = 0.1
+
+
+@dataclass
+class Uncertainty:
+    """Covariance, standard errors and correlation in physical parameter space."""
+
+    covariance: np.ndarray
+    stderr: np.ndarray
+    correlation: np.ndarray
+    nonidentifiable: list[str] = field(default_factory=list)
+    scale: float = 1.0
+    condition: float = float("nan")
+
+
+def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float,
+                 n_data: int, n_params: int, sigma_estimated: bool) -> Uncertainty:
+    """Covariance of the physical parameters from the weighted-residual Jacobian ``J``
+    (``(n_residuals, P)``, w.r.t. the unconstrained vector) at the estimate."""
+    P = J.shape[1]
+    nan = np.full(P, np.nan)
+    if P == 0:
+        return Uncertainty(np.zeros((0, 0)), nan, np.zeros((0, 0)))
+    dof = n_data - n_params
+    scale = chi2 / dof if sigma_estimated and dof > 0 else 1.0
+    if sigma_estimated and dof <= 0:
+        scale = float("nan")
+    if not np.all(np.isfinite(J)):
+        return Uncertainty(np.full((P, P), np.nan), nan, np.full((P, P), np.nan), list(labels),
+                           scale)
+    norms = np.linalg.norm(J, axis=0)
+    safe = np.where(norms > 0, norms, 1.0)
+    Js = J / safe
+    _, sv, vt = np.linalg.svd(Js, full_matrices=False)
+    smax = sv[0] if sv.size else 0.0
+    tol = RANK_RTOL * max(smax, np.finfo(float).tiny)
+    null = [vt[i] for i in range(sv.size) if sv[i] <= tol]
+    bad = np.zeros(P, dtype=bool)
+    bad |= norms == 0
+    for v in null:
+        bad |= np.abs(v) > NULL_WEIGHT
+    cond = float(smax / sv[-1]) if sv.size and sv[-1] > 0 else float("inf")
+    inv_sv = np.where(sv > tol, 1.0 / np.where(sv > tol, sv, 1.0) ** 2, 0.0)
+    cov_s = (vt.T * inv_sv) @ vt  # (Js^T Js)^+
+    cov_u = cov_s / np.outer(safe, safe) * scale
+    D = np.asarray(dxdu, dtype=np.float64)
+    cov = cov_u * np.outer(D, D)
+    cov[bad, :] = np.nan
+    cov[:, bad] = np.nan
+    stderr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    stderr[bad] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(stderr, stderr)
+    return Uncertainty(cov, stderr, corr, [lab for lab, b in zip(labels, bad) if b], scale,
+                       cond)
+
+
+__all__ = ["NULL_WEIGHT", "RANK_RTOL", "Uncertainty", "gauss_newton"]

@@ -143,7 +143,7 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
         tracker.ngrad += 1
         J, r = cache["J"], cache["r"]
         if J is None:
-            raise SolverError(f"solve failed at the accepted point {x}")
+            raise SolverError(f"solve failed at the accepted point {x}", float("nan"))
         tracker.iteration(cache["chi2"], float(np.max(np.abs(J.T @ r))) if J.size else 0.0)
         if tracker.stop_requested:
             raise _Stop

@@ -84,20 +84,23 @@ class ReactionNetwork(System):
         index = {s: i for i, s in enumerate(self.species)}
         n_s, n_r = len(self.species), len(self.reactions)
         stoich = [[0] * n_r for _ in range(n_s)]
-        max_reactants = max(len(r.reactants) for r in self.reactions)
-        react_idx = torch.zeros(n_r, max(max_reactants, 1), dtype=torch.long)
-        react_pow = torch.zeros(n_r, max(max_reactants, 1), dtype=torch.float64)
+        # Each reaction's rate is a product of concentrations, one factor per reactant
+        # molecule ("2 B" gives B * B), padded with a constant 1 (index n_s). A product, not
+        # c ** order: powers have derivatives 0 * c^-1 = NaN at c = 0, which breaks the
+        # Jacobians of Rosenbrock steps and of forward sensitivities at zero concentration.
+        max_order = max(max(sum(c for _, c in r.reactants) for r in self.reactions), 1)
+        react_idx = torch.full((n_r, max_order), n_s, dtype=torch.long)
         for j, r in enumerate(self.reactions):
-            for k, (s, c) in enumerate(r.reactants):
+            k = 0
+            for s, c in r.reactants:
                 stoich[index[s]][j] -= c
-                react_idx[j, k] = index[s]
-                react_pow[j, k] = float(c)
+                react_idx[j, k: k + c] = index[s]
+                k += c
             for s, c in r.products:
                 stoich[index[s]][j] += c
         self._stoich_int = stoich
         self.register_buffer("stoichiometry", torch.tensor(stoich, dtype=torch.float64))
         self.register_buffer("_react_idx", react_idx)
-        self.register_buffer("_react_pow", react_pow)
         self.moieties = tuple(tuple(w) for w in left_null_space(stoich))
         self.register_buffer(
             "_moiety_matrix", torch.tensor(self.moieties, dtype=torch.float64).reshape(-1, n_s)
@@ -229,8 +232,8 @@ class ReactionNetwork(System):
     def reaction_rates(self, c: Tensor) -> Tensor:
         """Mass-action rates ``(*batch, n_reactions)`` at concentrations ``(*batch, n_species)``."""
         k = self.rate_constants().to(c.dtype)
-        factors = c[..., self._react_idx] ** self._react_pow.to(c.dtype)
-        return k * factors.prod(-1)
+        padded = torch.cat([c, torch.ones_like(c[..., :1])], dim=-1)
+        return k * padded[..., self._react_idx].prod(-1)
 
     def vector_field(self, t: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         c = state["concentration"]

@@ -37,6 +37,18 @@ def test_zero_init_starts_at_the_known_physics():
     torch.testing.assert_close(p(torch.tensor(0.0), y), bare(torch.tensor(0.0), y))
 
 
+def test_input_and_output_scale_bring_physical_magnitudes_to_order_one():
+    """The network sees state / input_scale (per input component) and its output is
+    multiplied by output_scale, as the UDE Lotka-Volterra example relies on."""
+    lv = systems.get("lotka-volterra")
+    term = NeuralTerm(lv, inputs=["concentration"], hidden=(4,), input_scale=(3.0, 1.5),
+                      output_scale=5.0)
+    y = torch.rand(6, 2, dtype=F64) * 4
+    out = term(torch.tensor(0.0), {"concentration": y})["concentration"]
+    scale = torch.tensor([3.0, 1.5], dtype=F64)
+    torch.testing.assert_close(out, 5.0 * term.net(y / scale), rtol=1e-14, atol=1e-14)
+
+
 def test_outputs_keep_variable_shapes_in_a_batch():
     nb = systems.get("figure-eight")
     term = NeuralTerm(

@@ -16,16 +16,6 @@ from physode.solvers.stepper import time_tensor
 K1, K2, K3 = 0.04, 3e7, 1e4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation (measured 3x slower when
-    another process keeps the second core busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def robertson(t, y):
     r1, r2, r3 = K1 * y[..., 0], K2 * y[..., 1] ** 2, K3 * y[..., 1] * y[..., 2]
     return torch.stack([-r1 + r3, r1 - r2 - r3, r2], -1)

@@ -10,17 +10,6 @@ import physode
 from physode.solvers import METHODS
 from physode.solvers.symplectic import SYMPLECTIC_METHODS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation (measured 3x slower when
-    another process keeps the second core busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- convergence order
 # A separable, non-autonomous problem whose drift is not plain v: q' = K2 v,
 # v' = -sin q + 0.3 cos t (undamped driven pendulum with a velocity scale).

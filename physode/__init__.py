@@ -1,29 +1,31 @@
 """physode: physics-informed ODE modelling with exact, memory-light gradients (ACA)."""
 
-from .api import Solution, odeint, solve
-from .errors import (
+from physode._version import __version__
+from physode.data.labelled import read_netcdf, to_xarray, write_netcdf
+from physode.data.observations import Experiment, Observations, load_observations, save_observations
+from physode.data.simulate import simulate
+from physode.errors import (
     InvalidArgument,
     InvalidObservations,
+    InvalidSystem,
     MaxStepsExceeded,
     NonFiniteState,
     PhysodeError,
+    ReactionParseError,
     SolverError,
     StepSizeUnderflow,
+    UnknownSystem,
 )
-from .fit import fit
-from .fit_result import FitResult
-from .integrate import Stats
-from .neural import NeuralTerm
-from .observations import Experiment, Observations, load_observations, save_observations
-from .results import read_netcdf, to_xarray, write_netcdf
-from .simulate import simulate
-from .solvers import METHODS
-from .system import Parameter, StateVar, System
-from .system_errors import InvalidSystem, ReactionParseError, UnknownSystem
-
-__version__ = "0.1.0"
+from physode.estimate.fit import fit
+from physode.estimate.result import FitResult
+from physode.model.neural import NeuralTerm
+from physode.model.system import Parameter, StateVar, System
+from physode.ode.loop import Stats
+from physode.ode.methods import METHODS
+from physode.ode.solve import Solution, odeint, solve
 
 __all__ = [
+    "__version__",
     "METHODS",
     "Experiment",
     "FitResult",

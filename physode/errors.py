@@ -57,5 +57,32 @@ class NonFiniteState(SolverError):
 
 
 class InvalidObservations(PhysodeError, ValueError):
-    """An observations file or :class:`~physode.observations.Observations` object violates
+    """An observations file or :class:`~physode.data.observations.Observations` object violates
     the schema; the message names the file, the group and the dataset concerned."""
+
+class InvalidSystem(PhysodeError, ValueError):
+    """A system, a parameter declaration, a state declaration or an override is invalid."""
+
+
+class UnknownSystem(InvalidSystem):
+    """A registry name or ``"module:Class"`` reference does not resolve to a System."""
+
+
+class ReactionParseError(InvalidSystem):
+    """A reaction string does not parse; ``text`` and ``position`` (0-based) locate it.
+
+    The message shows the reaction with a caret under the offending character, e.g.::
+
+        cannot parse reaction 'A + -> B' at position 4: expected a species name
+          A + -> B
+              ^
+    """
+
+    def __init__(self, text: str, position: int, reason: str) -> None:
+        self.text = text
+        self.position = position
+        self.reason = reason
+        caret = " " * (2 + position) + "^"
+        super().__init__(
+            f"cannot parse reaction {text!r} at position {position}: {reason}\n  {text}\n{caret}"
+        )

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physode.parameter import Parameter, as_float64_tensor
-from physode.system import StateVar, System
-from physode.system_errors import InvalidSystem
+from physode.errors import InvalidSystem
+from physode.model.parameter import Parameter, as_float64_tensor
+from physode.model.system import StateVar, System
 from systems import register
 from systems.reactions import Reaction, left_null_space, parse_reaction
 

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physode.parameter import Parameter
-from physode.system import StateVar, System
+from physode.model.parameter import Parameter
+from physode.model.system import StateVar, System
 from systems import register
 
 STANDARD_GRAVITY = 9.80665  # m/s^2, CGPM 1901

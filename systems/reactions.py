@@ -10,7 +10,7 @@ Grammar (whitespace free between tokens)::
     NAME     := letter or "_", then letters, digits, "_"
 
 "A <=> B" gives two reactions (forward, reverse). An empty side is a source ("-> X") or a
-sink ("X ->"). Errors are :class:`~physode.system_errors.ReactionParseError` with the
+sink ("X ->"). Errors are :class:`~physode.errors.ReactionParseError` with the
 0-based position of the offending character.
 """
 
@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from physode.system_errors import ReactionParseError
+from physode.errors import ReactionParseError
 
 _EMPTY = ("0", "∅")
 

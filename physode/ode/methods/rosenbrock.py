@@ -1,0 +1,253 @@
+"""Rosenbrock (linearly implicit) methods for stiff problems: ``rosenbrock23`` and ``rodas4``.
+
+A Rosenbrock step replaces the Newton iterations of an implicit Runge–Kutta method by a
+few linear solves with one matrix ``I / (h gamma) - J``, so a step is a fixed, smooth
+sequence of tensor operations: differentiable by autograd, and rebuilt verbatim by the ACA
+reverse sweep. Each step computes the Jacobian (and df/dt for non-autonomous problems) at
+its start (:mod:`physode.ode.methods.jacobian`) and factorises once (``lu_factor``); every stage
+is one ``lu_solve``. Backpropagating through a step therefore goes through the linear
+solves *and* the Jacobian: ACA equals direct backpropagation for these methods too.
+
+Both methods are L-stable and stiffly accurate enough for chemical kinetics; neither needs
+the step to be small for stability.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from physode.ode.methods.dense import poly_dense
+from physode.ode.methods.jacobian import linearize
+from physode.ode.methods.stepper import Step, VectorField, time_tensor
+
+
+def _lincomb(base: torch.Tensor | None, coefs, vecs: list[torch.Tensor]) -> torch.Tensor | None:
+    out = base
+    for c, v in zip(coefs, vecs):
+        if c != 0.0:
+            out = v * c if out is None else torch.add(out, v, alpha=c)
+    return out
+
+
+@dataclass(frozen=True)
+class RosenbrockTableau:
+    """A Rosenbrock method in Hairer & Wanner's transformed variables (Solving ODEs II,
+    IV.7; the form their codes ROS4 and RODAS use, which needs no matrix-vector product):
+
+        (I / (h gamma) - J) U_i = f(t + alpha_i h, y0 + sum_j a_ij U_j)
+                                  + sum_j (c_ij / h) U_j + h gamma_i df/dt,
+        y1 = y0 + sum_i m_i U_i,        err = sum_i e_i U_i.
+
+    Dense output (Hairer's RODAS, CONTRO): ``y(t + theta h) = (1 - theta) y0 + theta y1 +
+    theta (1 - theta) (sum_j d2_j U_j + theta sum_j d3_j U_j)``.
+    """
+
+    name: str
+    gamma: float
+    alpha: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    c: tuple[tuple[float, ...], ...]
+    gammas: tuple[float, ...]
+    m: tuple[float, ...]
+    e: tuple[float, ...]
+    d2: tuple[float, ...]
+    d3: tuple[float, ...]
+    order: int
+    error_order: int
+    dense_order: int = 3
+    pi_beta: float = 0.0
+    citation: str = ""
+    fsal: bool = False
+    stiff: bool = True
+    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
+    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
+    supports_adjoint: bool = False
+    P: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # B_j(theta) = m_j theta + d2_j (theta - theta^2) + d3_j (theta^2 - theta^3)
+        m, d2, d3 = (np.array(v, dtype=np.float64) for v in (self.m, self.d2, self.d3))
+        object.__setattr__(self, "P", np.stack([m + d2, d3 - d2, -d3], axis=1))
+
+    @property
+    def stages(self) -> int:
+        return len(self.alpha)
+
+    @property
+    def adaptive(self) -> bool:
+        return True
+
+    @property
+    def nfe_per_step(self) -> int:
+        """Function evaluations of one step (stage 1 reuses f0). The Jacobian (one
+        evaluation plus a batched vector-Jacobian product) is not counted in ``nfe``."""
+        return self.stages - 1
+
+    @property
+    def nfe_dense(self) -> int:
+        return 0
+
+    def step(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+             f0: torch.Tensor) -> Step:
+        lin = linearize(func, t, y0)
+        solve = lin.factor(1.0 / (h * self.gamma))
+        U: list[torch.Tensor] = []
+        for i in range(self.stages):
+            if i == 0:
+                fi = f0
+            else:
+                yi = _lincomb(y0, self.a[i][:i], U)
+                fi = func(time_tensor(t + self.alpha[i] * h, y0), yi)
+            rhs = _lincomb(fi, [c / h for c in self.c[i][:i]], U)
+            if lin.ft is not None and self.gammas[i] != 0.0:
+                rhs = torch.add(rhs, lin.ft, alpha=h * self.gammas[i])
+            U.append(solve(rhs))
+        y1 = _lincomb(y0, self.m, U)
+        err = _lincomb(None, self.e, U)
+        return Step(y1, err, None, U)
+
+    def f1(self, func: VectorField, t1: float, step: Step) -> torch.Tensor | None:
+        return None
+
+    def extended_stages(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+                        ks: list[torch.Tensor], f1: torch.Tensor) -> list[torch.Tensor]:
+        return list(ks)
+
+    def dense_eval(self, h: float, y0: torch.Tensor, ext: list[torch.Tensor],
+                   thetas: torch.Tensor) -> torch.Tensor:
+        return poly_dense(self.P, 1.0, y0, ext, thetas)
+
+
+def _lower(rows: list[list[float]], s: int) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(x) for x in r) + (0.0,) * (s - len(r)) for r in rows)
+
+
+# Hairer's RODAS, coefficient set METH = 1 (ROCOE in rodas.f; Hairer & Wanner II, VI.4):
+# six stages, stiffly accurate (stages 5 and 6 sit at t + h, the last one gives y1 and its
+# increment U_6 is the error estimate of the embedded order-3 solution).
+_RA = [
+    [],
+    [1.544],
+    [0.9466785280815826, 0.2557011698983284],
+    [3.314825187068521, 2.896124015972201, 0.9986419139977817],
+    [1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950],
+]
+_RA.append(_RA[4] + [1.0])
+_RC = [
+    [],
+    [-5.6688],
+    [-2.430093356833875, -0.2063599157091915],
+    [-0.1073529058151375, -9.594562251023355, -20.47028614809616],
+    [7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160],
+    [8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
+     -6.058818238834054],
+]
+
+RODAS4 = RosenbrockTableau(
+    name="rodas4",
+    gamma=0.25,
+    alpha=(0.0, 0.386, 0.21, 0.63, 1.0, 1.0),
+    a=_lower(_RA, 6),
+    c=_lower(_RC, 6),
+    gammas=(0.25, -0.1043, 0.1035, -0.3620000000000023e-01, 0.0, 0.0),
+    m=(*_RA[4], 1.0, 1.0),
+    e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+    d2=(10.12623508344586, -7.487995877610167, -34.80091861555747, -7.992771707568823,
+        1.025137723295662, 0.0),
+    d3=(-0.6762803392801253, 6.087714651680015, 16.43084320892478, 24.76722511418386,
+        -6.594389125716872, 0.0),
+    order=4, error_order=3, dense_order=3,
+    citation="RODAS: Hairer & Wanner, Solving Ordinary Differential Equations II, 2nd ed. "
+             "(Springer 1996), IV.7 and VI.4; coefficients (METH=1) and dense output of "
+             "Hairer's Fortran code RODAS (rodas.f). L-stable, stiffly accurate, 4(3).")
+
+
+@dataclass(frozen=True)
+class Rosenbrock23:
+    """Shampine & Reichelt's modified Rosenbrock triple, MATLAB's ``ode23s``
+    (L. F. Shampine & M. W. Reichelt, "The MATLAB ODE Suite", SIAM J. Sci. Comput. 18
+    (1997) 1-22, Sect. 4.1), with d = 1 / (2 + sqrt 2), e32 = 6 + sqrt 2 and
+    W = I - h d J:
+
+        k1 = W^-1 (f0 + h d f_t),            f1 = f(t + h/2, y0 + h/2 k1),
+        k2 = W^-1 (f1 - k1) + k1,            y1 = y0 + h k2,       f2 = f(t + h, y1),
+        k3 = W^-1 (f2 - e32 (k2 - f1) - 2 (k1 - f0) + h d f_t),
+        err = h/6 (k1 - 2 k2 + k3).
+
+    Order 2 (L-stable), error estimate of order 3; f2 is the next step's f0 (FSAL).
+    Dense output (ibid.): ``y0 + h (theta (1-theta) k1 + theta (theta - 2d) k2) / (1 - 2d)``.
+    """
+
+    name: str = "rosenbrock23"
+    order: int = 2
+    error_order: int = 2
+    dense_order: int = 2
+    fsal: bool = True
+    pi_beta: float = 0.0
+    stiff: bool = True
+    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
+    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
+    supports_adjoint: bool = False
+    d: float = 1.0 / (2.0 + math.sqrt(2.0))
+    e32: float = 6.0 + math.sqrt(2.0)
+    citation: str = ("Shampine & Reichelt, 'The MATLAB ODE Suite', SIAM J. Sci. Comput. 18 "
+                     "(1997) 1-22, Sect. 4.1 (ode23s): Rosenbrock 2(3), L-stable.")
+
+    @property
+    def adaptive(self) -> bool:
+        return True
+
+    @property
+    def nfe_per_step(self) -> int:
+        return 2
+
+    @property
+    def nfe_dense(self) -> int:
+        return 0
+
+    @property
+    def P(self) -> np.ndarray:
+        r = 1.0 / (1.0 - 2.0 * self.d)
+        return np.array([[r, -r], [-2.0 * self.d * r, r]])
+
+    def step(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+             f0: torch.Tensor) -> Step:
+        hd = h * self.d
+        lin = linearize(func, t, y0)
+        lu = lin.factor(1.0 / hd)
+
+        def solve(rhs: torch.Tensor) -> torch.Tensor:  # W^-1 rhs = (I/(hd) - J)^-1 rhs/(hd)
+            return lu(rhs) / hd
+
+        r1 = f0 if lin.ft is None else torch.add(f0, lin.ft, alpha=hd)
+        k1 = solve(r1)
+        f1 = func(time_tensor(t + 0.5 * h, y0), torch.add(y0, k1, alpha=0.5 * h))
+        k2 = solve(f1 - k1) + k1
+        y1 = torch.add(y0, k2, alpha=h)
+        f2 = func(time_tensor(t + h, y0), y1)
+        r3 = f2 - self.e32 * (k2 - f1) - 2.0 * (k1 - f0)
+        if lin.ft is not None:
+            r3 = torch.add(r3, lin.ft, alpha=hd)
+        k3 = solve(r3)
+        err = (k1 - 2.0 * k2 + k3) * (h / 6.0)
+        return Step(y1, err, None, [k1, k2, f2])
+
+    def f1(self, func: VectorField, t1: float, step: Step) -> torch.Tensor | None:
+        return step.ks[2]
+
+    def extended_stages(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+                        ks: list[torch.Tensor], f1: torch.Tensor) -> list[torch.Tensor]:
+        return [ks[0], ks[1]]
+
+    def dense_eval(self, h: float, y0: torch.Tensor, ext: list[torch.Tensor],
+                   thetas: torch.Tensor) -> torch.Tensor:
+        return poly_dense(self.P, h, y0, ext, thetas)
+
+
+ROSENBROCK23 = Rosenbrock23()
+
+ROSENBROCK_METHODS = {m.name: m for m in (ROSENBROCK23, RODAS4)}

@@ -56,7 +56,7 @@ def _coord(values: Sequence[Any]) -> np.ndarray:
     return arr.astype(object) if arr.dtype.kind in "US" else arr
 
 
-def _attr_value(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
     """A value netCDF stores and returns unchanged."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
@@ -65,7 +65,7 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, (np.ndarray, list, tuple)):
         arr = np.asarray(value)
         if arr.ndim == 0:
-            return _attr_value(arr.item())
+            return attr_value(arr.item())
         if arr.dtype.kind == "b":
             arr = arr.astype(np.int8)
         if arr.dtype.kind in "US" or arr.dtype == object:
@@ -93,14 +93,14 @@ def system_attrs(system: System | None, name: str | None = None,
     if parameter_units is None and system is not None:
         parameter_units = {k: s.units for k, s in system.parameter_specs().items() if s.units}
     for key, value in (parameters or {}).items():
-        attrs[f"parameter_{key}"] = _attr_value(value)
+        attrs[f"parameter_{key}"] = attr_value(value)
         unit = (parameter_units or {}).get(key)
         if unit:
             attrs[f"parameter_{key}_units"] = unit
     return attrs
 
 
-def _dim_coords(var: Any) -> dict[str, np.ndarray]:
+def dim_coords(var: Any) -> dict[str, np.ndarray]:
     return {dim: _coord(var.coords.get(dim, range(size))) for dim, size in zip(var.dims,
                                                                                var.shape)}
 
@@ -132,17 +132,17 @@ def solution_to_xarray(ts: Any, ys: Any, system: System, *,
     for var in layout.variables:
         values = y[..., layout.slices[var.name]].reshape((t.size, n_exp, *var.shape))
         values = np.moveaxis(values, 1, 0)
-        coords.update({d: (d, c) for d, c in _dim_coords(var).items()})
-        data_vars[var.name] = (("experiment", "time", *var.dims), values, _var_attrs(var))
+        coords.update({d: (d, c) for d, c in dim_coords(var).items()})
+        data_vars[var.name] = (("experiment", "time", *var.dims), values, var_attrs(var))
     ds_attrs = system_attrs(system)
-    ds_attrs.update({k: _attr_value(v) for k, v in dict(attrs or {}).items()})
+    ds_attrs.update({k: attr_value(v) for k, v in dict(attrs or {}).items()})
     try:
         return xr.Dataset(data_vars, coords=coords, attrs=ds_attrs)
     except ValueError as exc:  # two variables giving one dimension different sizes
         raise InvalidArgument(f"cannot label the state of {type(system).__name__}: {exc}") from None
 
 
-def _var_attrs(var: Any, units: str | None = None) -> dict[str, Any]:
+def var_attrs(var: Any, units: str | None = None) -> dict[str, Any]:
     attrs = {}
     u = units if units is not None else var.units
     if u:
@@ -168,11 +168,11 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
         for name in exp.values:
             var = layout.by_name[name]
             coords: dict[str, Any] = {"time": ("time", exp.t.astype(np.float64), time_attrs)}
-            for dim, c in _dim_coords(var).items():
+            for dim, c in dim_coords(var).items():
                 pos = exp.index.get(name, {}).get(dim)
                 coords[dim] = (dim, c if pos is None else c[pos])
             dims = ("time", *var.dims)
-            attrs = _var_attrs(var, obs.units.get(name, ""))
+            attrs = var_attrs(var, obs.units.get(name, ""))
             arrays.setdefault(name, []).append(xr.DataArray(
                 exp.observed_values(name), dims=dims, coords=coords, attrs=attrs
             ).expand_dims(experiment=_coord([exp.name])))
@@ -195,7 +195,7 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
     ds = ds.reindex(experiment=_coord(names))
     order: dict[str, np.ndarray] = {}  # the outer join sorts labels; restore the system's order
     for name in obs.variables:
-        for dim, full in _dim_coords(layout.by_name[name]).items():
+        for dim, full in dim_coords(layout.by_name[name]).items():
             present = set(ds[dim].values.tolist())
             order.setdefault(dim, _coord([c for c in full.tolist() if c in present]))
     ds = ds.reindex(order)
@@ -207,7 +207,7 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
                          parameter_units=obs.parameter_units)
     attrs["creator"] = obs.creator
     for key, value in obs.metadata.items():
-        attrs.setdefault(key, _attr_value(value))
+        attrs.setdefault(key, attr_value(value))
     ds.attrs = attrs
     return ds
 

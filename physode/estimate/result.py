@@ -115,7 +115,7 @@ class FitResult:
         """
         import xarray as xr
 
-        from physode.data.labelled import _attr_value, observations_to_xarray, system_attrs
+        from physode.data.labelled import attr_value, observations_to_xarray, system_attrs
 
         obs_ds = observations_to_xarray(self.observations, system=self.system)
         layout = self.system.layout
@@ -172,13 +172,13 @@ class FitResult:
         ds = xr.merge([ds, pds, hds], combine_attrs="override", join="outer")
         attrs = system_attrs(self.system)
         attrs.update(self._settings_attrs())
-        ds.attrs = {k: (str(v) if isinstance(v, str) else _attr_value(v)) for k, v in attrs.items()}
+        ds.attrs = {k: (str(v) if isinstance(v, str) else attr_value(v)) for k, v in attrs.items()}
         return ds
 
     def _fine_dataset(self, exp_names: list[str]) -> xr.Dataset | None:
         import xarray as xr
 
-        from physode.data.labelled import _dim_coords, _var_attrs
+        from physode.data.labelled import dim_coords, var_attrs
 
         if not self.fine_states:
             return None
@@ -192,10 +192,10 @@ class FitResult:
             for e, (t, ys) in enumerate(zip(self.fine_t, self.fine_states)):
                 idx = np.searchsorted(t_all, t)
                 arr[e, idx] = ys[:, layout.slices[var.name]].reshape(-1, *var.shape)
-            for d, c in _dim_coords(var).items():
+            for d, c in dim_coords(var).items():
                 coords[d] = (d, c)
             data[f"{var.name}_fine"] = (("experiment", "time_fine", *var.dims), arr,
-                                        _var_attrs(var))
+                                        var_attrs(var))
         coords["experiment"] = ("experiment", np.asarray(exp_names, dtype=object))
         return xr.Dataset(data, coords=coords)
 

@@ -6,10 +6,22 @@
 - ``adjoint``: the continuous adjoint ODE solved backwards (Pontryagin; Chen et al. 2018).
 """
 
+from collections.abc import Callable
+from typing import Any
+
+from physode.errors import InvalidArgument
 from physode.ode.gradients.aca import aca_solve
 from physode.ode.gradients.adjoint import adjoint_solve
 from physode.ode.gradients.direct import direct_solve
 
-GRADIENTS = {"aca": aca_solve, "direct": direct_solve, "adjoint": adjoint_solve}
+GRADIENTS: dict[str, Callable[..., Any]] = {
+    "aca": aca_solve, "direct": direct_solve, "adjoint": adjoint_solve}
 
-__all__ = ["GRADIENTS", "aca_solve", "adjoint_solve", "direct_solve"]
+
+def check_gradient(name: object) -> str:
+    """``name`` if it is a gradient mode, else :class:`InvalidArgument` listing them."""
+    if not isinstance(name, str) or name not in GRADIENTS:
+        raise InvalidArgument(f"unknown gradient {name!r}; choose one of {', '.join(GRADIENTS)}")
+    return name
+
+__all__ = ["GRADIENTS", "check_gradient", "aca_solve", "adjoint_solve", "direct_solve"]

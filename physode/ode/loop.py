@@ -1,7 +1,7 @@
-"""The integration loop shared by every gradient mode.
+"""The integration loop shared by every gradient mode, its settings, checkpoints and work counters.
 
 ``integrate`` advances one accepted step at a time with the method's ``step``, asks the
-controller (outside any graph) whether to accept, reuses the accepted trial and the FSAL
+step-size controller (outside any graph) whether to accept, reuses the accepted trial and the FSAL
 derivative, and fills the requested output times from the step's dense output — all
 outputs inside one step in one tensor operation. When it is given a ``record`` list, it
 appends one :class:`Checkpoint` per accepted step: all the ACA reverse sweep needs to
@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
-from physode.ode.controller import PIController, Tol, error_ratio, initial_step
-from physode.ode.methods.stepper import VectorField, time_tensor
-from physode.ode.methods.tableau import Tableau
+from physode.errors import (
+    InvalidArgument,
+    MaxStepsExceeded,
+    NonFiniteState,
+    SolverError,
+    StepSizeUnderflow,
+)
+from physode.ode.controller import PIController, StepSizeController, initial_step
+from physode.ode.methods.base import Method
+from physode.ode.methods.norm import Tol
+from physode.ode.methods.step import VectorField, time_tensor
 from physode.ode.stiffness import stiffness_hint
 
 
@@ -41,7 +48,7 @@ class Stats:
 class Config:
     """Solver settings after validation (see :func:`physode.ode.solve.odeint` for the options)."""
 
-    tab: Tableau
+    method: Method
     rtol: Tol = 1e-6
     atol: Tol = 1e-8
     first_step: float | None = None
@@ -49,10 +56,7 @@ class Config:
     max_steps: int = 100_000
     step_size: float | None = None
     step_to_outputs: bool = False
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
-    beta: float | None = None
+    controller: StepSizeController = field(default_factory=PIController)
 
 
 @dataclass
@@ -69,14 +73,31 @@ class Checkpoint:
     end_out: int | None = None
 
 
+def check_derivative(f: object, y: torch.Tensor, t: float) -> torch.Tensor:
+    """``f = func(t, y)`` if it is a tensor shaped like ``y``, else :class:`InvalidArgument`."""
+    if not isinstance(f, torch.Tensor):
+        raise InvalidArgument(f"func(t, y) must return a tensor shaped like y "
+                              f"{tuple(y.shape)}, but returned {type(f).__name__} at t={t:.17g}")
+    if f.shape != y.shape:
+        raise InvalidArgument(f"func(t, y) returned shape {tuple(f.shape)} at t={t:.17g}, but "
+                              f"y has shape {tuple(y.shape)}: dy/dt must be shaped like y")
+    return f
+
+
 def _fixed_grid(times: list[float], cfg: Config) -> list[float]:
     """Step grid for fixed-step methods: uniform ``step_size`` from t0, plus every output
-    time (unless ``step_to_outputs`` is off), so outputs are exact step ends."""
+    time (unless ``step_to_outputs`` is off), so outputs are exact step ends. A grid of
+    more than ``max_steps`` steps is refused before it is built."""
     t0, t1 = times[0], times[-1]
     if cfg.step_size is None:
         return list(times)
     h = abs(cfg.step_size)
-    n = int(math.floor(abs(t1 - t0) / h + 1e-9))
+    steps = math.floor(abs(t1 - t0) / h + 1e-9)
+    if steps > cfg.max_steps:
+        raise MaxStepsExceeded(t0, cfg.max_steps, hint=(
+            f"the fixed step size {h:.3g} needs {steps:.3g} steps from t={t0:.17g} to "
+            f"t={t1:.17g}; give a larger options['step_size']"))
+    n = int(steps)
     direction = 1.0 if t1 >= t0 else -1.0
     pts = [t0 + direction * h * i for i in range(n + 1)]
     pts.append(t1)
@@ -98,6 +119,14 @@ def _fixed_grid(times: list[float], cfg: Config) -> list[float]:
     return grid
 
 
+def _check_step(h: float, t: float) -> None:
+    """A NaN, infinite or zero step size stops the solve at once (it would never advance
+    nor underflow)."""
+    if not (math.isfinite(h) and h != 0.0):
+        raise SolverError(f"the step-size controller proposed h={h!r} at t={t:.17g}; a step "
+                          "size must be finite and non-zero", t)
+
+
 def integrate(
     func: VectorField, y0: torch.Tensor, times: list[float], cfg: Config,
     record: list[Checkpoint] | None = None, f0: torch.Tensor | None = None,
@@ -108,7 +137,7 @@ def integrate(
     work counters. Runs with whatever grad mode the caller set; the controller never
     records a graph.
     """
-    tab = cfg.tab
+    method = cfg.method
     stats = Stats()
     n_out = len(times)
     chunks: list[torch.Tensor] = [y0.unsqueeze(0)]
@@ -118,37 +147,37 @@ def integrate(
     direction = 1.0 if times[-1] > t else -1.0
     y = y0
     if f0 is None:
-        f = func(time_tensor(t, y0), y0)
+        f = check_derivative(func(time_tensor(t, y0), y0), y0, t)
         stats.nfe += 1
     else:
-        f = f0
+        f = check_derivative(f0, y0, t)
     if not bool(torch.isfinite(f.detach()).all() & torch.isfinite(y0.detach()).all()):
         raise NonFiniteState(t, "initial state or derivative")
 
-    adaptive = tab.adaptive and cfg.step_size is None
-    grid: list[float] | None = None
+    adaptive = method.adaptive and cfg.step_size is None
+    grid: list[float] = []
+    gi = 1
+    h = 0.0
     if adaptive:
+        ctrl = cfg.controller.init(method)
         span = abs(times[-1] - t)
         if cfg.first_step is not None:
             h = direction * min(abs(cfg.first_step), span)
         else:
-            h, extra = initial_step(func, tab, t, y, f, direction, cfg.rtol, cfg.atol, span)
+            h, extra = initial_step(func, method, t, y, f, direction, cfg.rtol, cfg.atol,
+                                    span)
             stats.nfe += extra
         h = math.copysign(min(abs(h), cfg.max_step), direction)
-        beta = tab.pi_beta if cfg.beta is None else cfg.beta
-        ctrl = PIController(q=tab.error_order + 1, safety=cfg.safety, ifactor=cfg.ifactor,
-                            dfactor=cfg.dfactor, beta=beta)
+        _check_step(h, t)
     else:
         grid = _fixed_grid(times, cfg)
-        gi = 1
     eps = torch.finfo(y0.dtype).eps
-    fused_error = hasattr(tab, "step_and_error")  # a compiled stepper fuses the norm
     k = 1  # next output index
     last_nonfinite = False
     while k < n_out:
         if stats.steps >= cfg.max_steps:
             raise MaxStepsExceeded(t, cfg.max_steps, hint=stiffness_hint(
-                func, tab, t, y, h if adaptive else None))
+                func, method, t, y, h if adaptive else None))
         if adaptive:
             target = times[k] if cfg.step_to_outputs else times[-1]
             # land exactly on the target when the step would reach (or nearly reach) it
@@ -160,34 +189,31 @@ def integrate(
                 if last_nonfinite:
                     raise NonFiniteState(t)
                 raise StepSizeUnderflow(t, h_try,
-                                        hint=stiffness_hint(func, tab, t, y, h_try))
+                                        hint=stiffness_hint(func, method, t, y, h_try))
         else:
             t_new = grid[gi]
             h_try = t_new - t
-        stats.nfe += tab.nfe_per_step
+        stats.nfe += method.nfe_per_step
         stats.steps += 1
         if adaptive:
-            if fused_error:
-                step, ratio = tab.step_and_error(func, t, h_try, y, f, cfg.rtol, cfg.atol)
-            else:
-                step = tab.step(func, t, h_try, y, f)
-                ratio = error_ratio(tab, step, y, cfg.rtol, cfg.atol)
-            accept, h_next = ctrl.propose(h_try, ratio)
+            step, ratio = method.step_and_error(func, t, h_try, y, f, cfg.rtol, cfg.atol)
+            accept, h_next = ctrl.adapt(h_try, ratio)
             last_nonfinite = not math.isfinite(ratio)
             h_next = math.copysign(min(abs(h_next), cfg.max_step), direction)
+            _check_step(h_next, t)
             if not accept:
                 stats.rejected += 1
                 h = h_next
                 continue
             h = h_next
         else:
-            step = tab.step(func, t, h_try, y, f)
+            step = method.step(func, t, h_try, y, f)
             gi += 1
             if not bool(torch.isfinite(step.y1.detach()).all()):
                 raise NonFiniteState(t_new)
         stats.accepted += 1
         y1 = step.y1
-        f1 = tab.f1(func, t_new, step)
+        f1 = method.f1(func, t_new, step)
         if f1 is None:
             f1 = func(time_tensor(t_new, y1), y1)
             stats.nfe += 1
@@ -205,11 +231,11 @@ def integrate(
             else:
                 interp = list(range(k, k_end))
             if interp:
-                ext = tab.extended_stages(func, t, h_try, y, step.ks, f1)
-                stats.nfe += tab.nfe_dense
+                ext = method.extended_stages(func, t, h_try, y, step.ks, f1)
+                stats.nfe += method.nfe_dense
                 thetas = torch.tensor([(times[j] - t) / h_try for j in interp],
                                       dtype=y.dtype, device=y.device)
-                chunks.append(tab.dense_eval(h_try, y, ext, thetas))
+                chunks.append(method.dense_eval(h_try, y, ext, thetas))
             if end_out is not None:
                 chunks.append(y1.unsqueeze(0))
             k = k_end

@@ -1,27 +1,42 @@
-"""``odeint`` and ``solve``: the public entry points of the solver.
+"""``odeint`` and ``solve``, the public entry points, and the one validation of their arguments.
 
 ``odeint`` is a drop-in for ``torchdiffeq.odeint``; ``solve`` returns a :class:`Solution`
-with the work counters as well.
+with the work counters as well. Every argument is checked here, before any work, and a
+malformed one is an :class:`~physode.errors.InvalidArgument` naming it: times through
+:func:`physode.ode.times.check_times`, method and gradient names through
+:func:`~physode.ode.methods.get_method` and :func:`~physode.ode.gradients.check_gradient`,
+options by :func:`make_config`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy.typing as npt
 import torch
 
-from physode.errors import InvalidArgument
+from physode.errors import InvalidArgument, PhysodeError
 from physode.ode.compile import compiled
-from physode.ode.gradients import GRADIENTS
+from physode.ode.compiled_loop import integrate_compiled, usable
+from physode.ode.controller import PIController, StepSizeController
+from physode.ode.gradients import GRADIENTS, check_gradient
+from physode.ode.gradients.compiled_aca import compiled_aca_solve, module_names
 from physode.ode.loop import Config, Stats, integrate
 from physode.ode.methods import get_method
-from physode.ode.methods.stepper import VectorField
+from physode.ode.methods.step import VectorField
+from physode.ode.times import check_times
+
+Times = torch.Tensor | npt.ArrayLike
+"""Output times: a 1-D tensor, array or sequence of numbers."""
 
 _OPTION_NAMES = ("first_step", "max_step", "max_steps", "step_size", "step_to_outputs",
-                 "safety", "ifactor", "dfactor", "beta")
+                 "controller", "safety", "ifactor", "dfactor", "beta")
+_PI_OPTIONS = ("safety", "ifactor", "dfactor", "beta")
+_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
@@ -33,77 +48,160 @@ class Solution:
     stats: Stats
 
 
-def _check_tolerance(name: str, value: Any, y0: torch.Tensor) -> float | torch.Tensor:
+def check_state(y0: object) -> torch.Tensor:
+    """``y0`` if it is a float32/float64 tensor holding data, else :class:`InvalidArgument`.
+
+    Half precision (float16, bfloat16) is refused: its 3-4 significant digits cannot
+    resolve the error control (the default ``atol=1e-8`` is below float16's smallest
+    number, the error norm becomes NaN), so convert with ``y0.float()``.
+    """
+    if not isinstance(y0, torch.Tensor):
+        raise InvalidArgument(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+    if not y0.is_floating_point():
+        raise InvalidArgument(f"y0 must be floating point, got dtype {y0.dtype}")
+    if y0.dtype not in _DTYPES:
+        raise InvalidArgument(
+            f"y0 has dtype {y0.dtype}: the step-size control needs float32 or float64 "
+            "(half precision cannot resolve the tolerances); convert it, e.g. y0.float()")
+    if y0.is_meta:
+        raise InvalidArgument("y0 is on the meta device (a tensor without data); give a "
+                              "state on the CPU or an accelerator")
+    return y0
+
+
+def _broadcastable(a: torch.Size, b: torch.Size) -> bool:
+    """Whether shapes ``a`` and ``b`` broadcast against each other (numpy's rule)."""
+    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
+
+
+def _check_tolerance(name: str, value: object, y0: torch.Tensor) -> float | torch.Tensor:
+    tiny = torch.finfo(y0.dtype).tiny
     if isinstance(value, torch.Tensor):
-        if not bool((value > 0).all()):
-            raise InvalidArgument(f"{name} must be positive in every component, got {value}")
-        try:
-            torch.broadcast_shapes(value.shape, y0.shape)
-        except RuntimeError:
+        if value.is_meta or value.is_complex():
+            raise InvalidArgument(f"{name} must be a real tensor holding data")
+        if not bool((value > 0).all()) or not bool(torch.isfinite(value).all()):
+            raise InvalidArgument(f"{name} must be positive and finite in every component, "
+                                  f"got {value}")
+        if not _broadcastable(value.shape, y0.shape):
             raise InvalidArgument(
                 f"{name} of shape {tuple(value.shape)} does not broadcast against y0 of "
-                f"shape {tuple(y0.shape)}") from None
-        return value.detach().to(dtype=y0.dtype, device=y0.device)
+                f"shape {tuple(y0.shape)}")
+        out = value.detach().to(dtype=y0.dtype, device=y0.device)
+        if not bool((out >= tiny).all()):
+            raise InvalidArgument(f"{name} has components below the smallest {y0.dtype} "
+                                  f"number ({tiny:.3g}): they would round to 0")
+        return out
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be a positive number, got {value!r}")
     try:
-        v = float(value)
+        v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InvalidArgument(f"{name} must be a positive number, got {value!r}") from None
     if not v > 0 or not math.isfinite(v):
         raise InvalidArgument(f"{name} must be positive and finite, got {value!r}")
+    if v < tiny:
+        raise InvalidArgument(f"{name}={value!r} is below the smallest {y0.dtype} number "
+                              f"({tiny:.3g}): it would round to 0")
     return v
 
 
-def _check_times(t: Any, y0: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t, dtype=torch.float64)
-    if t.ndim != 1 or t.numel() == 0:
-        raise InvalidArgument(f"t must be a non-empty 1-D tensor of times, got shape "
-                              f"{tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
-    times = [float(x) for x in t.detach().cpu().tolist()]
-    if not all(math.isfinite(x) for x in times):
-        raise InvalidArgument("t contains a non-finite time")
-    if len(times) > 1:
-        d = [b - a for a, b in zip(times, times[1:])]
-        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-            bad = next(i for i, x in enumerate(d) if (x <= 0) != (d[0] <= 0) or x == 0)
-            raise InvalidArgument(
-                f"t must be strictly increasing or strictly decreasing; t[{bad}]="
-                f"{times[bad]:.17g}, t[{bad + 1}]={times[bad + 1]:.17g}")
-    return t, times
+def _times(t: object) -> tuple[torch.Tensor, list[float]]:
+    """``t`` as a float tensor (the one gradients flow to) and as validated floats."""
+    if isinstance(t, torch.Tensor) and t.is_meta:
+        raise InvalidArgument("t is on the meta device (a tensor without data)")
+    times = check_times(t, decreasing=True, name="t").tolist()
+    if isinstance(t, torch.Tensor):
+        t_tensor = t if t.is_floating_point() else t.to(torch.float64)
+    else:
+        t_tensor = torch.tensor(times, dtype=torch.float64)
+    return t_tensor, times
 
 
-def _config(method: str, rtol, atol, options: dict | None, y0: torch.Tensor) -> Config:
-    tab = get_method(method)
-    opts = dict(options or {})
-    unknown = sorted(set(opts) - set(_OPTION_NAMES))
+def _positive(key: str, value: object, *, allow_inf: bool = False) -> float:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"option {key} must be a positive number, got {value!r}")
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"option {key} must be a positive number, got {value!r}") from None
+    if not v > 0 or (math.isinf(v) and not allow_inf) or math.isnan(v):
+        what = "positive" if allow_inf else "positive and finite"
+        raise InvalidArgument(f"option {key} must be {what}, got {value!r}")
+    return v
+
+
+def _max_steps(value: object) -> int:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"option max_steps must be an integer >= 1, got {value!r}")
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"option max_steps must be an integer >= 1, got {value!r}") from None
+    if not math.isfinite(v) or v < 1 or v != int(v):
+        raise InvalidArgument(f"option max_steps must be a finite integer >= 1, got {value!r}")
+    return int(v)
+
+
+def make_config(method: object, rtol: object, atol: object,
+                options: Mapping[str, object] | None, y0: torch.Tensor) -> Config:
+    """Validated solver settings (see :func:`solve` for the options)."""
+    m = get_method(method)
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise InvalidArgument(f"options must be a dict of option names to values, got "
+                              f"{type(options).__name__}")
+    unknown = sorted(str(k) for k in options if k not in _OPTION_NAMES)
     if unknown:
         raise InvalidArgument(f"unknown option(s) {unknown}; known options: "
                               f"{', '.join(_OPTION_NAMES)}")
-    cfg = Config(tab=tab, rtol=_check_tolerance("rtol", rtol, y0),
+    opts = {k: v for k, v in options.items() if v is not None}
+    cfg = Config(method=m, rtol=_check_tolerance("rtol", rtol, y0),
                  atol=_check_tolerance("atol", atol, y0))
-    for key, value in opts.items():
-        if value is None:
-            continue
-        if key in ("first_step", "max_step", "step_size", "safety", "ifactor", "dfactor"):
-            value = float(value)
-            if not value > 0:
-                raise InvalidArgument(f"option {key} must be positive, got {value!r}")
-        if key == "max_steps":
-            value = int(value)
-            if value < 1:
-                raise InvalidArgument(f"option max_steps must be >= 1, got {value!r}")
-        setattr(cfg, key, value)
-    if not tab.adaptive and cfg.step_size is not None and "step_to_outputs" not in opts:
+    if "first_step" in opts:
+        cfg.first_step = _positive("first_step", opts["first_step"])
+    if "step_size" in opts:
+        cfg.step_size = _positive("step_size", opts["step_size"])
+    if "max_step" in opts:
+        cfg.max_step = _positive("max_step", opts["max_step"], allow_inf=True)
+    if "max_steps" in opts:
+        cfg.max_steps = _max_steps(opts["max_steps"])
+    if "step_to_outputs" in opts:
+        value = opts["step_to_outputs"]
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"option step_to_outputs must be True or False, got "
+                                  f"{value!r}")
+        cfg.step_to_outputs = value
+    pi = {k: opts[k] for k in _PI_OPTIONS if k in opts}
+    if "controller" in opts:
+        controller = opts["controller"]
+        if not isinstance(controller, StepSizeController):
+            raise InvalidArgument(
+                f"option controller must be a physode.ode.controller.StepSizeController "
+                f"(e.g. PIController(...)), got {type(controller).__name__}")
+        if pi:
+            raise InvalidArgument(f"options {sorted(pi)} configure the default PI controller; "
+                                  "with options['controller'] give them to that controller")
+        cfg.controller = controller
+    elif pi:
+        try:
+            cfg.controller = PIController(**pi)  # type: ignore[arg-type]
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"option {exc}") from None
+    if m.adaptive and cfg.step_size is None:
+        cfg.controller.init(m)  # a controller that cannot drive this method says so now
+    if not m.adaptive and cfg.step_size is not None and "step_to_outputs" not in opts:
         cfg.step_to_outputs = True
+    if not m.adaptive and cfg.step_size is None and opts.get("step_to_outputs") is False:
+        raise InvalidArgument(f"method {m.name!r} is fixed-step: give options['step_size']")
     return cfg
 
 
 _warned: set[int] = set()
 
 
-def _captured_tensors(func) -> list[torch.Tensor]:
+def _captured_tensors(func: object) -> list[torch.Tensor]:
     """Tensors requiring grad that ``func`` reaches outside its nn.Module parameters."""
     found: list[torch.Tensor] = []
     objs: list[Any] = []
@@ -130,16 +228,24 @@ def _captured_tensors(func) -> list[torch.Tensor]:
     return found
 
 
-def _params(func, params) -> tuple[torch.Tensor, ...]:
+def _params(func: object, params: Iterable[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    ps: tuple[torch.Tensor, ...]
     if params is None:
         if isinstance(func, torch.nn.Module):
             ps = tuple(p for p in func.parameters() if p.requires_grad)
-        elif isinstance(getattr(func, "__self__", None), torch.nn.Module):
-            ps = tuple(p for p in func.__self__.parameters() if p.requires_grad)
+        elif isinstance(owner := getattr(func, "__self__", None), torch.nn.Module):
+            ps = tuple(p for p in owner.parameters() if p.requires_grad)
         else:
             ps = ()
     else:
-        ps = tuple(params)
+        if isinstance(params, torch.Tensor):
+            raise InvalidArgument("params must be a sequence of tensors, got one tensor; "
+                                  "write params=(x,)")
+        try:
+            ps = tuple(params)
+        except TypeError:
+            raise InvalidArgument(f"params must be a sequence of tensors, got "
+                                  f"{type(params).__name__}") from None
         for i, p in enumerate(ps):
             if not isinstance(p, torch.Tensor):
                 raise InvalidArgument(f"params[{i}] is a {type(p).__name__}, not a tensor")
@@ -154,48 +260,92 @@ def _params(func, params) -> tuple[torch.Tensor, ...]:
     return ps
 
 
+_NOT_LOOPABLE: set[int] = set()
+
+
+def _in_compiled_loop(func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float],
+                      cfg: Config, gradient: str, ps: tuple[torch.Tensor, ...],
+                      needs_grad: bool) -> tuple[torch.Tensor, Stats] | None:
+    """The solve as compiled loops (:mod:`physode.ode.compiled_loop`) when it applies:
+    forward only, or ``gradient="aca"`` with the parameters of an ``nn.Module`` field; None
+    when it does not (then the per-step compiled path runs). A field the compiler cannot
+    handle falls back once, with a warning, and is not tried again."""
+    if len(times) < 2 or not usable(cfg) or id(func) in _NOT_LOOPABLE:
+        return None
+    names = module_names(func, ps) if needs_grad else ()
+    if needs_grad and (gradient != "aca" or names is None):
+        return None
+    try:
+        if not needs_grad:
+            return integrate_compiled(func, y0, times, cfg)
+        assert names is not None
+        return compiled_aca_solve(func, y0, t, times, cfg, ps, names)
+    except PhysodeError:
+        raise
+    except Exception as exc:  # a vector field dynamo/inductor cannot compile as a loop
+        _NOT_LOOPABLE.add(id(func))
+        warnings.warn(f"physode: could not compile the whole {cfg.method.name} solve with this "
+                      f"vector field ({type(exc).__name__}: {str(exc)[:200]}); compiling "
+                      "step by step instead", stacklevel=3)
+        return None
+
+
 def solve(
-    func: VectorField, y0: torch.Tensor, t, *, method: str = "dopri5",
+    func: VectorField, y0: torch.Tensor, t: Times, *, method: str = "dopri5",
     rtol: float | torch.Tensor = 1e-6, atol: float | torch.Tensor = 1e-8,
-    gradient: str = "aca", params=None, options: dict | None = None,
-    compile: bool = False,
+    gradient: str = "aca", params: Iterable[torch.Tensor] | None = None,
+    options: Mapping[str, object] | None = None, compile: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
-    ``method``: one of :data:`physode.ode.methods.METHODS` (euler, midpoint, rk4 fixed-step;
-    heun_euler, bosh3, dopri5, tsit5, dopri8 adaptive). ``rtol``/``atol``: scalars or
+    ``func(t, y)`` returns a tensor shaped like ``y`` (``t`` a 0-d tensor). ``y0``: a
+    float32 or float64 tensor of any shape; an empty ``y0`` (no elements) returns
+    ``y0`` at every time without calling ``func``. ``t``: 1-D, strictly increasing or
+    decreasing. ``method``: one of :data:`physode.ode.methods.METHODS` (euler, midpoint,
+    rk4 fixed-step; heun_euler, bosh3, dopri5, tsit5, dopri8 adaptive; rosenbrock23,
+    rodas4 stiff; leapfrog, yoshida4 symplectic). ``rtol``/``atol``: positive scalars or
     tensors broadcasting against ``y0``. ``gradient``: "aca" (exact discrete gradient,
     checkpoint memory), "direct" (backprop through the accepted steps) or "adjoint"
     (continuous adjoint). ``params``: tensors to differentiate besides ``y0`` and ``t``
-    (default: the parameters of ``func`` when it is an ``nn.Module``). ``options``:
-    first_step, max_step, max_steps (100000), step_size (fixed-step methods),
-    step_to_outputs (land on every output time instead of interpolating), safety,
-    ifactor, dfactor, beta (PI controller). ``compile``: run each step as one
-    ``torch.compile``'d graph (forward and ACA rebuild); pays off for small systems solved
-    many times (a fit), after a one-off compilation of several seconds.
+    (default: the parameters of ``func`` when it is an ``nn.Module``).
+
+    ``options`` (a dict): ``first_step``, ``max_step``, ``max_steps`` (100000; a fixed-step
+    grid longer than that is refused before it is built), ``step_size`` (fixed-step
+    methods), ``step_to_outputs`` (land on every output time instead of interpolating),
+    ``controller``: the step-size controller, an object with ``init(method)`` and
+    ``adapt(h, ratio) -> (accept, h_next)`` (a
+    :class:`physode.ode.controller.StepSizeController`; default
+    :class:`~physode.ode.controller.PIController`), or the default PI controller's
+    ``safety`` (0.9), ``ifactor`` (10), ``dfactor`` (0.2) and ``beta`` (the method's gain,
+    0). ``compile``: adaptive explicit Runge–Kutta solves run as compiled loops — the
+    whole adaptive loop, and ACA's reverse sweep, in compiled graphs with no Python per
+    step (:mod:`physode.ode.compiled_loop`; the default PI controller, interpolated
+    outputs); other explicit set-ups compile each step (forward and ACA rebuild). Pays off
+    for small systems solved many times (a fit), after a one-off compilation. Other
+    methods run eagerly.
     """
-    if not isinstance(y0, torch.Tensor):
-        raise InvalidArgument(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
-    if not y0.is_floating_point():
-        raise InvalidArgument(f"y0 must be floating point, got dtype {y0.dtype}")
-    if gradient not in GRADIENTS:
-        raise InvalidArgument(f"unknown gradient {gradient!r}; choose one of "
-                              f"{', '.join(GRADIENTS)}")
-    t_tensor, times = _check_times(t, y0)
-    cfg = _config(method, rtol, atol, options, y0)
-    if gradient == "adjoint" and not getattr(cfg.tab, "supports_adjoint", True):
+    if not callable(func):
+        raise InvalidArgument(f"func must be callable as func(t, y), got {type(func).__name__}")
+    y0 = check_state(y0)
+    gradient = check_gradient(gradient)
+    t_tensor, times = _times(t)
+    cfg = make_config(method, rtol, atol, options, y0)
+    if gradient == "adjoint" and not cfg.method.supports_adjoint:
         raise InvalidArgument(f"gradient='adjoint' is not available with method {method!r} "
                               "(its backward solve has no position/velocity split); use "
                               "gradient='aca', which is exact")
-    if compile:
-        cfg.tab = compiled(cfg.tab)
-    if cfg.tab.adaptive is False and cfg.step_size is None and options and options.get(
-            "step_to_outputs") is False:
-        raise InvalidArgument(f"method {method!r} is fixed-step: give options['step_size']")
     ps = _params(func, params) if gradient != "direct" else ()
+    if y0.numel() == 0:  # nothing to integrate: the empty state at every time
+        ys = y0.unsqueeze(0).expand(len(times), *y0.shape).clone()
+        return Solution(ts=t_tensor, ys=ys, stats=Stats())
     needs_grad = torch.is_grad_enabled() and (
         y0.requires_grad or t_tensor.requires_grad or any(p.requires_grad for p in ps)
         or gradient == "direct")
+    if compile:
+        whole = _in_compiled_loop(func, y0, t_tensor, times, cfg, gradient, ps, needs_grad)
+        if whole is not None:
+            return Solution(ts=t_tensor, ys=whole[0], stats=whole[1])
+        cfg.method = compiled(cfg.method)
     if not needs_grad:
         with torch.no_grad():
             ys, stats = integrate(func, y0, times, cfg)
@@ -205,10 +355,10 @@ def solve(
 
 
 def odeint(
-    func: VectorField, y0: torch.Tensor, t, *, method: str = "dopri5",
+    func: VectorField, y0: torch.Tensor, t: Times, *, method: str = "dopri5",
     rtol: float | torch.Tensor = 1e-6, atol: float | torch.Tensor = 1e-8,
-    gradient: str = "aca", params=None, options: dict | None = None,
-    compile: bool = False,
+    gradient: str = "aca", params: Iterable[torch.Tensor] | None = None,
+    options: Mapping[str, object] | None = None, compile: bool = False,
 ) -> torch.Tensor:
     """Drop-in for ``torchdiffeq.odeint``: the states at times ``t``, shape
     ``(len(t), *y0.shape)``. See :func:`solve` for the arguments."""
@@ -216,4 +366,4 @@ def odeint(
                  params=params, options=options, compile=compile).ys
 
 
-__all__ = ["Solution", "odeint", "solve"]
+__all__ = ["Solution", "check_state", "make_config", "odeint", "solve"]

@@ -16,7 +16,9 @@ import math
 
 import torch
 
-from physode.ode.methods.stepper import VectorField, time_tensor
+from physode.ode.methods import METHODS
+from physode.ode.methods.base import Method
+from physode.ode.methods.step import VectorField, time_tensor
 
 STIFF_H_RHO = 1.0  # |h| * spectral radius above which a step is stability-bound
 _MAX_DENSE = 64  # states up to this size: eigenvalues of a finite-difference Jacobian
@@ -50,12 +52,12 @@ def spectral_radius(func: VectorField, t: float, y: torch.Tensor, iters: int = 3
         return rho
 
 
-def stiffness_hint(func: VectorField, method, t: float, y: torch.Tensor,
+def stiffness_hint(func: VectorField, method: Method, t: float, y: torch.Tensor,
                    h: float | None) -> str:
     """A sentence naming the stiff solvers when ``method`` is not one and the last step
     ``h`` at ``(t, y)`` was stability-bound (or, at an underflow, the stability limit lies
     below the floating-point resolution of t); else ``""``."""
-    if h is None or getattr(method, "stiff", False):
+    if h is None or method.stiff:
         return ""
     # a step cannot be smaller than the resolution of t (the underflow test's threshold)
     h = max(abs(h), 10 * torch.finfo(y.dtype).eps * abs(t))
@@ -65,10 +67,7 @@ def stiffness_hint(func: VectorField, method, t: float, y: torch.Tensor,
         return ""
     if not math.isfinite(rho) or h * rho < STIFF_H_RHO:
         return ""
-    from physode.ode.methods import METHODS
-
-    stiff = " or ".join(f"method='{name}'" for name, m in METHODS.items()
-                        if getattr(m, "stiff", False))
+    stiff = " or ".join(f"method='{name}'" for name, m in METHODS.items() if m.stiff)
     return (f"the problem looks stiff here: h * rho(df/dy) = {h * rho:.3g} >= {STIFF_H_RHO:g} "
             f"(h={h:.3g}, spectral radius {rho:.3g}), so explicit steps are limited by "
             f"stability, not accuracy; try a stiff solver: {stiff}")

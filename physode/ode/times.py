@@ -21,6 +21,8 @@ def as_time_array(t: Any) -> np.ndarray:
     """``t`` (tensor, array, sequence of numbers) as a float64 numpy array; strings and
     other non-numbers raise :class:`InvalidArgument`."""
     if isinstance(t, torch.Tensor):
+        if t.is_meta:
+            raise InvalidArgument("times are on the meta device (a tensor without data)")
         if t.is_complex():
             raise InvalidArgument(f"times must be real numbers, got dtype {t.dtype}")
         return t.detach().to("cpu", torch.float64).numpy()
@@ -42,7 +44,8 @@ def times_problem(t: np.ndarray, *, decreasing: bool = True) -> str | None:
     d = np.diff(t)
     if np.any(d == 0):
         i = int(np.flatnonzero(d == 0)[0])
-        return f"duplicate time {float(t[i])!r} at indices {i} and {i + 1}"
+        return (f"duplicate time {float(t[i])!r} at indices {i} and {i + 1} "
+                f"(t[{i}] = t[{i + 1}])")
     how = "strictly increasing or strictly decreasing" if decreasing else "increasing"
     backwards = decreasing and d.size > 0 and d[0] < 0
     bad = np.flatnonzero(d > 0 if backwards else d < 0)
@@ -55,7 +58,10 @@ def times_problem(t: np.ndarray, *, decreasing: bool = True) -> str | None:
 
 def check_times(t: Any, *, decreasing: bool = True, name: str = "t") -> np.ndarray:
     """``t`` as a validated float64 array; :class:`InvalidArgument` naming ``name`` else."""
-    arr = as_time_array(t)
+    try:
+        arr = as_time_array(t)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{name}: {exc}") from None
     problem = times_problem(arr, decreasing=decreasing)
     if problem is not None:
         raise InvalidArgument(f"{name}: {problem}")

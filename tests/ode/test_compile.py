@@ -7,6 +7,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import physode
+from physode.ode import compiled_loop
+from physode.ode import solve as solve_module
 from physode.ode.compile import CompiledMethod, compiled
 
 
@@ -52,6 +54,9 @@ def test_uncompilable_field_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("backend says no")
 
+    # neither the whole-solve loop nor the per-step graphs compile
+    monkeypatch.setattr(compiled_loop, "loop_for", broken)
+    monkeypatch.setattr(solve_module, "_NOT_LOOPABLE", set())
     method = compiled(physode.METHODS["tsit5"])
     monkeypatch.setattr(method, "_compiled", broken)
     monkeypatch.setattr(method, "_compiled_err", broken)

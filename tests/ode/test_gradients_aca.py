@@ -199,8 +199,8 @@ def test_checkpoints_grow_with_steps_times_state():
     sizes = []
     for T in (2.0, 8.0):
         box: dict = {}
-        from physode.ode.solve import _config
-        cfg = _config("dopri5", 1e-8, 1e-10, None, y0)
+        from physode.ode.solve import make_config
+        cfg = make_config("dopri5", 1e-8, 1e-10, None, y0)
         t = torch.tensor([0.0, T])
         ys, stats = aca_solve(func, y0, t, [0.0, T], cfg, params, box=box)
         record = box["record"]

@@ -11,7 +11,7 @@ import physode
 from physode.ode.methods import METHODS
 from physode.ode.methods.jacobian import linearize
 from physode.ode.methods.rosenbrock import ROSENBROCK_METHODS
-from physode.ode.methods.stepper import time_tensor
+from physode.ode.methods.step import time_tensor
 
 K1, K2, K3 = 0.04, 3e7, 1e4
 

@@ -1,4 +1,4 @@
-"""Gradient modes: each a small module over the shared step interface.
+"""Gradient modes registered by name in :data:`GRADIENTS`, each a module over the step interface.
 
 - ``direct``: backpropagate through the accepted steps of the solve.
 - ``aca``: Adaptive Checkpoint Adjoint (Zhuang et al., ICML 2020): exact discrete gradient
@@ -7,14 +7,22 @@
 """
 
 from collections.abc import Callable
-from typing import Any
+
+import torch
 
 from physode.errors import InvalidArgument
 from physode.ode.gradients.aca import aca_solve
 from physode.ode.gradients.adjoint import adjoint_solve
 from physode.ode.gradients.direct import direct_solve
+from physode.ode.loop import Config, Stats
+from physode.ode.methods.step import VectorField
 
-GRADIENTS: dict[str, Callable[..., Any]] = {
+GradientSolve = Callable[
+    [VectorField, torch.Tensor, torch.Tensor, list[float], Config, tuple[torch.Tensor, ...]],
+    tuple[torch.Tensor, Stats]]
+"""``(func, y0, t, times, cfg, params) -> (ys, stats)``: a solve with its own backward."""
+
+GRADIENTS: dict[str, GradientSolve] = {
     "aca": aca_solve, "direct": direct_solve, "adjoint": adjoint_solve}
 
 
@@ -24,4 +32,6 @@ def check_gradient(name: object) -> str:
         raise InvalidArgument(f"unknown gradient {name!r}; choose one of {', '.join(GRADIENTS)}")
     return name
 
-__all__ = ["GRADIENTS", "check_gradient", "aca_solve", "adjoint_solve", "direct_solve"]
+
+__all__ = ["GRADIENTS", "GradientSolve", "check_gradient", "aca_solve", "adjoint_solve",
+           "direct_solve"]

@@ -1,4 +1,4 @@
-"""Adaptive Checkpoint Adjoint (ACA).
+"""Adaptive Checkpoint Adjoint (ACA): the checkpointed forward solve and the exact reverse sweep.
 
 Zhuang, Dvornek, Li, Tatikonda, Papademetris & Duncan, "Adaptive Checkpoint Adjoint Method
 for Gradient Estimation in Neural ODE", ICML 2020 (arXiv:2006.02493).
@@ -21,20 +21,24 @@ listed in ``params=``. :func:`physode.ode.solve.odeint` warns once when it sees 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 
 from physode.ode.loop import Checkpoint, Config, Stats, integrate
-from physode.ode.methods.stepper import VectorField, time_tensor
+from physode.ode.methods.step import VectorField, time_tensor
 
 
-def _accumulate(acc: list[torch.Tensor | None], grads) -> None:
+def _accumulate(acc: list[torch.Tensor | None], grads: Sequence[torch.Tensor | None]) -> None:
     for i, g in enumerate(grads):
         if g is None:
             continue
-        if acc[i] is None:
+        a = acc[i]
+        if a is None:
             acc[i] = g.clone()
         else:
-            acc[i].add_(g)
+            a.add_(g)
 
 
 def refuse_double_backward(gradient: str) -> None:
@@ -45,7 +49,8 @@ def refuse_double_backward(gradient: str) -> None:
             "supported; use gradient='direct' for higher-order derivatives")
 
 
-def _module_param_names(func, params) -> tuple[str, ...] | None:
+def _module_param_names(func: VectorField,
+                        params: tuple[torch.Tensor, ...]) -> tuple[str, ...] | None:
     """Names under which ``params`` are exactly ``func``'s trainable parameters (then the
     fused functional VJP applies), else None."""
     if not isinstance(func, torch.nn.Module):
@@ -74,7 +79,9 @@ def time_gradients(
 
 class _ACA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, func, cfg: Config, times: list[float], box: dict, y0, t, *params):
+    def forward(ctx: Any, func: VectorField, cfg: Config, times: list[float],
+                box: dict[str, Any], y0: torch.Tensor, t: torch.Tensor,
+                *params: torch.Tensor) -> torch.Tensor:
         record: list[Checkpoint] = []
         with torch.no_grad():
             f0 = func(time_tensor(times[0], y0), y0)
@@ -89,66 +96,73 @@ class _ACA(torch.autograd.Function):
         return ys
 
     @staticmethod
-    def backward(ctx, grad_ys):
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         refuse_double_backward("aca")
         with torch.no_grad():
-            return _ACA._backward(ctx, grad_ys)
+            return _ACA._backward(ctx, grad_outputs[0])
 
     @staticmethod
-    def _backward(ctx, grad_ys):
-        func, cfg, times, record = ctx.func, ctx.cfg, ctx.times, ctx.record
-        tab = cfg.tab
-        params = ctx.params
+    def _backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        func: VectorField = ctx.func
+        cfg: Config = ctx.cfg
+        times: list[float] = ctx.times
+        record: list[Checkpoint] = ctx.record
+        method = cfg.method
+        params: tuple[torch.Tensor, ...] = ctx.params
         y0, ys = ctx.saved_tensors
         grad_ys = grad_ys.contiguous()
         a_y = torch.zeros_like(y0)
         a_f: torch.Tensor | None = None
         g_params: list[torch.Tensor | None] = [None] * len(params)
         wanted = [p for p in params]
-        linear_dense = hasattr(tab, "dense_cotangents")
-        names = (_module_param_names(func, params)
-                 if getattr(tab, "fused_vjp", False) else None)
-        n_ext = (tab.stages if tab.fsal else tab.stages + 1) if names is not None else 0
+        names = _module_param_names(func, params) if method.fused_vjp else None
+        grads: Sequence[torch.Tensor | None]
         for ck in reversed(record):
             if ck.end_out is not None:
                 a_y = a_y + grad_ys[ck.end_out]
-            y_cot = ext_cot = thetas = None
+            y_cot: torch.Tensor | None = None
+            ext_cot: torch.Tensor | None = None
+            thetas: torch.Tensor | None = None
+            g_out: torch.Tensor | None = None
             if ck.interp:
                 thetas = torch.tensor([(times[j] - ck.t) / ck.h for j in ck.interp],
                                       dtype=y0.dtype, device=y0.device)
                 g_out = grad_ys[ck.interp[0]: ck.interp[-1] + 1]
-                cots = tab.dense_cotangents(ck.h, thetas, g_out) if linear_dense else None
-                if cots is not None:
-                    y_cot, ext_cot = cots
+                if method.linear_dense:  # the interpolant's VJP, analytically
+                    y_cot, ext_cot = method.dense_cotangents(ck.h, thetas, g_out)
             if names is not None and (ext_cot is not None or not ck.interp):
                 # compiled stepper: rebuild and VJP fused into one compiled call
+                n_ext = method.n_extended
                 if ext_cot is None:
                     ext_cot = torch.zeros((n_ext, *y0.shape), dtype=y0.dtype, device=y0.device)
-                grads = tab.step_vjp(func, names, ck.t, ck.h, ck.y, ck.f, a_y,
-                                     torch.zeros_like(y0) if a_f is None else a_f,
-                                     ext_cot.reshape(n_ext, *y0.shape),
-                                     tuple(p.detach() for p in params))
+                grads = method.step_vjp(func, names, ck.t, ck.h, ck.y, ck.f, a_y,
+                                        torch.zeros_like(y0) if a_f is None else a_f,
+                                        ext_cot.reshape(n_ext, *y0.shape),
+                                        tuple(p.detach() for p in params))
             else:
                 with torch.enable_grad():
                     y = ck.y.detach().requires_grad_(True)
                     f = ck.f.detach().requires_grad_(True)
-                    step = tab.step(func, ck.t, ck.h, y, f)
+                    step = method.step(func, ck.t, ck.h, y, f)
                     outs, gouts = [step.y1], [a_y]
-                    f1 = tab.f1(func, ck.t + ck.h, step)
+                    f1 = method.f1(func, ck.t + ck.h, step)
                     if f1 is None and (a_f is not None or ck.interp):
                         f1 = func(time_tensor(ck.t + ck.h, step.y1), step.y1)
                     if a_f is not None:
+                        assert f1 is not None
                         outs.append(f1)
                         gouts.append(a_f)
-                    if ext_cot is not None:
-                        ext = step.ks if tab.fsal else [*step.ks, f1]
-                        for e, c in zip(ext, ext_cot):
-                            outs.append(e)
-                            gouts.append(c.view_as(e))
-                    elif ck.interp:
-                        ext = tab.extended_stages(func, ck.t, ck.h, y, step.ks, f1)
-                        outs.append(tab.dense_eval(ck.h, y, ext, thetas))
-                        gouts.append(g_out)
+                    if ck.interp:
+                        assert f1 is not None and thetas is not None and g_out is not None
+                        ext = method.extended_stages(func, ck.t, ck.h, y, step.ks, f1)
+                        if ext_cot is not None:
+                            for e, c in zip(ext, ext_cot):
+                                if e.requires_grad:  # a stage independent of the inputs
+                                    outs.append(e)  # (a constant field) has no cotangent
+                                    gouts.append(c.view_as(e))
+                        else:
+                            outs.append(method.dense_eval(ck.h, y, ext, thetas))
+                            gouts.append(g_out)
                     grads = torch.autograd.grad(outs, [y, f, *wanted], gouts, allow_unused=True)
             a_y = grads[0] if grads[0] is not None else torch.zeros_like(y0)
             if y_cot is not None:
@@ -174,8 +188,12 @@ class _ACA(torch.autograd.Function):
 
 def aca_solve(
     func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float], cfg: Config,
-    params: tuple[torch.Tensor, ...], box: dict | None = None,
+    params: tuple[torch.Tensor, ...], box: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, Stats]:
+    """The states at ``times`` with ACA as their backward (``box`` receives the stats and
+    the checkpoints)."""
     box = {} if box is None else box
-    ys = _ACA.apply(func, cfg, times, box, y0, t, *params)
-    return ys, box["stats"]
+    apply: Callable[..., torch.Tensor] = _ACA.apply
+    ys = apply(func, cfg, times, box, y0, t, *params)
+    stats: Stats = box["stats"]
+    return ys, stats

@@ -1,4 +1,4 @@
-"""The continuous adjoint, solved backwards in time — the baseline users ask about.
+"""The continuous adjoint gradient, solved backwards in time — the baseline users ask about.
 
 Pontryagin's adjoint as used for neural ODEs (Chen, Rubanova, Bettencourt & Duvenaud,
 "Neural Ordinary Differential Equations", NeurIPS 2018, Alg. 1): the augmented state
@@ -11,14 +11,19 @@ the continuous problem, accurate only to the solver tolerance — unlike ACA's.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from physode.ode.gradients.aca import refuse_double_backward, time_gradients
 from physode.ode.loop import Config, Stats, integrate
-from physode.ode.methods.stepper import VectorField, time_tensor
+from physode.ode.methods.norm import Tol
+from physode.ode.methods.step import VectorField, time_tensor
 
 
-def _aug_tol(tol, y0: torch.Tensor, n_params: int):
+def _aug_tol(tol: Tol, y0: torch.Tensor, n_params: int) -> Tol:
     if not isinstance(tol, torch.Tensor):
         return tol
     ty = torch.broadcast_to(tol.to(y0), y0.shape).reshape(-1)
@@ -27,7 +32,9 @@ def _aug_tol(tol, y0: torch.Tensor, n_params: int):
 
 class _Adjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, func, cfg: Config, times: list[float], box: dict, y0, t, *params):
+    def forward(ctx: Any, func: VectorField, cfg: Config, times: list[float],
+                box: dict[str, Any], y0: torch.Tensor, t: torch.Tensor,
+                *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             ys, stats = integrate(func, y0, times, cfg)
         box["stats"] = stats
@@ -36,14 +43,17 @@ class _Adjoint(torch.autograd.Function):
         return ys
 
     @staticmethod
-    def backward(ctx, grad_ys):
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         refuse_double_backward("adjoint")
         with torch.no_grad():
-            return _Adjoint._backward(ctx, grad_ys)
+            return _Adjoint._backward(ctx, grad_outputs[0])
 
     @staticmethod
-    def _backward(ctx, grad_ys):
-        func, cfg, times, params = ctx.func, ctx.cfg, ctx.times, ctx.params
+    def _backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        func: VectorField = ctx.func
+        cfg: Config = ctx.cfg
+        times: list[float] = ctx.times
+        params: tuple[torch.Tensor, ...] = ctx.params
         y0, ys = ctx.saved_tensors
         n = y0.numel()
         sizes = [p.numel() for p in params]
@@ -63,8 +73,8 @@ class _Adjoint(torch.autograd.Function):
                              else -v.reshape(-1).to(z.dtype))
             return torch.cat(parts)
 
-        aug_cfg = Config(**{**cfg.__dict__, "rtol": _aug_tol(cfg.rtol, y0, n_p),
-                            "atol": _aug_tol(cfg.atol, y0, n_p)})
+        aug_cfg = dataclasses.replace(cfg, rtol=_aug_tol(cfg.rtol, y0, n_p),
+                                      atol=_aug_tol(cfg.atol, y0, n_p))
         a = grad_ys[-1].reshape(-1)
         g = torch.zeros(n_p, dtype=y0.dtype, device=y0.device)
         for k in range(len(times) - 1, 0, -1):
@@ -74,7 +84,8 @@ class _Adjoint(torch.autograd.Function):
             a = z[n: 2 * n] + grad_ys[k - 1].reshape(-1)
             g = z[2 * n:]
         grad_y0 = a.view_as(y0)
-        g_params, offset = [], 0
+        g_params: list[torch.Tensor] = []
+        offset = 0
         for p, size in zip(params, sizes):
             g_params.append(g[offset: offset + size].view_as(p).to(p.dtype))
             offset += size
@@ -90,6 +101,9 @@ def adjoint_solve(
     func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float], cfg: Config,
     params: tuple[torch.Tensor, ...],
 ) -> tuple[torch.Tensor, Stats]:
-    box: dict = {}
-    ys = _Adjoint.apply(func, cfg, times, box, y0, t, *params)
-    return ys, box["stats"]
+    """The states at ``times`` with the continuous adjoint as their backward."""
+    box: dict[str, Any] = {}
+    apply: Callable[..., torch.Tensor] = _Adjoint.apply
+    ys = apply(func, cfg, times, box, y0, t, *params)
+    stats: Stats = box["stats"]
+    return ys, stats

@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 
 from physode.ode.loop import Config, Stats, integrate
-from physode.ode.methods.stepper import VectorField
+from physode.ode.methods.step import VectorField
 
 
 def direct_solve(
     func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float], cfg: Config,
     params: tuple[torch.Tensor, ...],
 ) -> tuple[torch.Tensor, Stats]:
+    """The states at ``times``, differentiable by ordinary backpropagation."""
     return integrate(func, y0, times, cfg)

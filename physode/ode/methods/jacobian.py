@@ -1,5 +1,4 @@
-"""The linearisation a Rosenbrock step needs: J = df/dy and f_t = df/dt at (t, y), and the
-LU factorisation of ``I / (h gamma) - J``.
+"""The linearisation a Rosenbrock step needs: J = df/dy, f_t = df/dt, and the LU of I/(h gamma) - J.
 
 Everything here is a pure function of tensors, computed inside the step, so that the ACA
 rebuild of a step (and direct backpropagation) differentiates through the Jacobian and the
@@ -27,11 +26,12 @@ treated as one coupled system over ``y.numel()`` unknowns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from physode.ode.methods.stepper import VectorField, time_tensor
+from physode.ode.methods.step import VectorField, declaration, time_tensor
 
 
 @dataclass
@@ -60,30 +60,33 @@ class LinearSolver:
 
     def __call__(self, rhs: torch.Tensor) -> torch.Tensor:
         m, n = self.LU.shape[0], self.LU.shape[-1]
-        x = torch.linalg.lu_solve(self.LU, self.piv, rhs.reshape(m, n, 1))
+        x: torch.Tensor = torch.linalg.lu_solve(self.LU, self.piv, rhs.reshape(m, n, 1))
         return x.reshape(self.shape)
 
 
-def _independent_rows(func, y: torch.Tensor) -> bool:
-    return y.ndim > 1 and getattr(func, "state_size", None) == y.shape[-1]
+def _independent_rows(func: VectorField, y: torch.Tensor) -> bool:
+    return y.ndim > 1 and declaration(func, "state_size") == y.shape[-1]
 
 
 def _dual_time_derivative(func: VectorField, t: float, y: torch.Tensor) -> torch.Tensor:
     tt = time_tensor(t, y)
     with fwAD.dual_level():
-        out = func(fwAD.make_dual(tt, torch.ones_like(tt)), y)
-        tangent = fwAD.unpack_dual(out).tangent
+        dual: torch.Tensor = fwAD.make_dual(tt, torch.ones_like(tt))  # type: ignore[no-untyped-call]
+        out = func(dual, y)
+        tangent: torch.Tensor | None = fwAD.unpack_dual(out).tangent  # type: ignore[no-untyped-call]
     return torch.zeros_like(y) if tangent is None else tangent.reshape(y.shape)
 
 
-def _supplied(func, t: float, y: torch.Tensor, rows: bool) -> Linearization:
+def _supplied(func: VectorField, jacobian: VectorField, t: float, y: torch.Tensor,
+              rows: bool) -> Linearization:
     tt = time_tensor(t, y)
-    J = func.jacobian(tt, y)
+    J = jacobian(tt, y)
     n = y.shape[-1] if rows else y.numel()
     J = J.reshape(-1, n, n)
-    if getattr(func, "time_derivative", None) is not None:
-        ft = func.time_derivative(tt, y).reshape(y.shape)
-    elif getattr(func, "autonomous", False):
+    time_derivative = declaration(func, "time_derivative")
+    if time_derivative is not None:
+        ft = time_derivative(tt, y).reshape(y.shape)
+    elif declaration(func, "autonomous"):
         ft = None
     else:
         ft = _dual_time_derivative(func, t, y)
@@ -98,17 +101,18 @@ def _functional(func: VectorField, t: float, y: torch.Tensor, rows: bool,
     tt = time_tensor(t, y)
     n = y.shape[-1] if rows else y.numel()
     argnums = 1 if autonomous else (0, 1)
+    out: Any
     if rows:
-        def g(s, z):  # one row, shape (n,)
+        def row(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # one row, shape (n,)
             return func(s, z)
 
-        jac = torch.func.vmap(torch.func.jacrev(g, argnums=argnums), in_dims=(None, 0))
+        jac = torch.func.vmap(torch.func.jacrev(row, argnums=argnums), in_dims=(None, 0))
         out = jac(tt, y.reshape(-1, n))
     else:
-        def g(s, z):  # the flattened state
+        def flat(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # the flattened state
             return func(s, z.reshape(y.shape)).reshape(-1)
 
-        out = torch.func.jacrev(g, argnums=argnums)(tt, y.reshape(-1))
+        out = torch.func.jacrev(flat, argnums=argnums)(tt, y.reshape(-1))
     if autonomous:
         return Linearization(out.reshape(-1, n, n), None, rows, y.shape)
     jt, jy = out
@@ -118,10 +122,11 @@ def _functional(func: VectorField, t: float, y: torch.Tensor, rows: bool,
 def linearize(func: VectorField, t: float, y: torch.Tensor) -> Linearization:
     """J = df/dy and f_t = df/dt at ``(t, y)`` (see the module docstring)."""
     rows = _independent_rows(func, y)
-    if getattr(func, "jacobian", None) is not None:
-        return _supplied(func, t, y, rows)
+    jacobian = declaration(func, "jacobian")
+    if jacobian is not None:
+        return _supplied(func, jacobian, t, y, rows)
     create = torch.is_grad_enabled()
-    autonomous = bool(getattr(func, "autonomous", False))
+    autonomous = bool(declaration(func, "autonomous"))
     if create and y.grad_fn is not None:
         return _functional(func, t, y, rows, autonomous)
     with torch.enable_grad():
@@ -136,6 +141,7 @@ def linearize(func: VectorField, t: float, y: torch.Tensor) -> Linearization:
         eye = torch.eye(n, dtype=y.dtype, device=y.device)
         units = (eye[:, None, :].expand(n, m, n) if rows else eye).reshape(n, *y.shape)
         inputs = (yy,) if autonomous else (yy, tt)
+        grads: tuple[torch.Tensor | None, ...]
         try:
             grads = torch.autograd.grad(out, inputs, units, is_grads_batched=True,
                                         create_graph=create, allow_unused=True)

@@ -15,22 +15,45 @@ the step to be small for stability.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from physode.ode.methods.dense import poly_dense
+from physode.ode.methods.base import Method
+from physode.ode.methods.dense import PolyDense
 from physode.ode.methods.jacobian import linearize
-from physode.ode.methods.stepper import Step, VectorField, time_tensor
+from physode.ode.methods.step import Step, Time, VectorField, time_tensor
+from physode.ode.methods.tableau import FloatArray, Matrix, Row
 
 
-def _lincomb(base: torch.Tensor | None, coefs, vecs: list[torch.Tensor]) -> torch.Tensor | None:
+def _lincomb(base: torch.Tensor | None, coefs: Iterable[float],
+             vecs: list[torch.Tensor]) -> torch.Tensor:
     out = base
     for c, v in zip(coefs, vecs):
         if c != 0.0:
             out = v * c if out is None else torch.add(out, v, alpha=c)
+    assert out is not None
     return out
+
+
+def _as_float(x: Time) -> float:
+    """A step size or time as a float (Rosenbrock steps run eagerly, never compiled)."""
+    return float(x)
+
+
+class _Stiff(Method):
+    """What the Rosenbrock methods share: stiff, adaptive, polynomial dense output over
+    their stage vectors, no continuous adjoint."""
+
+    adaptive = True
+    stiff = True
+    linear_dense = True
+    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
+    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
+    supports_adjoint = False
+    nfe_dense = 0
 
 
 @dataclass(frozen=True)
@@ -48,81 +71,71 @@ class RosenbrockTableau:
 
     name: str
     gamma: float
-    alpha: tuple[float, ...]
-    a: tuple[tuple[float, ...], ...]
-    c: tuple[tuple[float, ...], ...]
-    gammas: tuple[float, ...]
-    m: tuple[float, ...]
-    e: tuple[float, ...]
-    d2: tuple[float, ...]
-    d3: tuple[float, ...]
+    alpha: Row
+    a: Matrix
+    c: Matrix
+    gammas: Row
+    m: Row
+    e: Row
+    d2: Row
+    d3: Row
     order: int
     error_order: int
     dense_order: int = 3
     pi_beta: float = 0.0
     citation: str = ""
-    fsal: bool = False
-    stiff: bool = True
-    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
-    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
-    supports_adjoint: bool = False
-    P: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # B_j(theta) = m_j theta + d2_j (theta - theta^2) + d3_j (theta^2 - theta^3)
-        m, d2, d3 = (np.array(v, dtype=np.float64) for v in (self.m, self.d2, self.d3))
-        object.__setattr__(self, "P", np.stack([m + d2, d3 - d2, -d3], axis=1))
 
     @property
     def stages(self) -> int:
         return len(self.alpha)
 
-    @property
-    def adaptive(self) -> bool:
-        return True
+    def dense_matrix(self) -> FloatArray:
+        """``P`` of the interpolant over the increments ``U_j`` (scale 1):
+        ``B_j(theta) = m_j theta + d2_j (theta - theta^2) + d3_j (theta^2 - theta^3)``."""
+        m, d2, d3 = (np.array(v, dtype=np.float64) for v in (self.m, self.d2, self.d3))
+        return np.stack([m + d2, d3 - d2, -d3], axis=1)
 
-    @property
-    def nfe_per_step(self) -> int:
-        """Function evaluations of one step (stage 1 reuses f0). The Jacobian (one
-        evaluation plus a batched vector-Jacobian product) is not counted in ``nfe``."""
-        return self.stages - 1
 
-    @property
-    def nfe_dense(self) -> int:
-        return 0
+class Rosenbrock(_Stiff):
+    """Steps any :class:`RosenbrockTableau` (Hairer & Wanner II, IV.7)."""
 
-    def step(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+    def __init__(self, tableau: RosenbrockTableau) -> None:
+        self.tableau = tableau
+        self.name = tableau.name
+        self.citation = tableau.citation
+        self.order = tableau.order
+        self.error_order = tableau.error_order
+        self.dense_order = tableau.dense_order
+        self.pi_beta = tableau.pi_beta
+        # stage 1 reuses f0; the Jacobian (one evaluation plus a batched vector-Jacobian
+        # product) is not counted in nfe
+        self.nfe_per_step = tableau.stages - 1
+        self.n_extended = tableau.stages
+        self.interpolant = PolyDense(tableau.dense_matrix(), by_h=False)
+
+    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
              f0: torch.Tensor) -> Step:
+        tab = self.tableau
+        t, h = _as_float(t), _as_float(h)
         lin = linearize(func, t, y0)
-        solve = lin.factor(1.0 / (h * self.gamma))
+        solve = lin.factor(1.0 / (h * tab.gamma))
         U: list[torch.Tensor] = []
-        for i in range(self.stages):
+        for i in range(tab.stages):
             if i == 0:
                 fi = f0
             else:
-                yi = _lincomb(y0, self.a[i][:i], U)
-                fi = func(time_tensor(t + self.alpha[i] * h, y0), yi)
-            rhs = _lincomb(fi, [c / h for c in self.c[i][:i]], U)
-            if lin.ft is not None and self.gammas[i] != 0.0:
-                rhs = torch.add(rhs, lin.ft, alpha=h * self.gammas[i])
+                yi = _lincomb(y0, tab.a[i][:i], U)
+                fi = func(time_tensor(t + tab.alpha[i] * h, y0), yi)
+            rhs = _lincomb(fi, [c / h for c in tab.c[i][:i]], U)
+            if lin.ft is not None and tab.gammas[i] != 0.0:
+                rhs = torch.add(rhs, lin.ft, alpha=h * tab.gammas[i])
             U.append(solve(rhs))
-        y1 = _lincomb(y0, self.m, U)
-        err = _lincomb(None, self.e, U)
+        y1 = _lincomb(y0, tab.m, U)
+        err = _lincomb(None, tab.e, U)
         return Step(y1, err, None, U)
 
-    def f1(self, func: VectorField, t1: float, step: Step) -> torch.Tensor | None:
-        return None
 
-    def extended_stages(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
-                        ks: list[torch.Tensor], f1: torch.Tensor) -> list[torch.Tensor]:
-        return list(ks)
-
-    def dense_eval(self, h: float, y0: torch.Tensor, ext: list[torch.Tensor],
-                   thetas: torch.Tensor) -> torch.Tensor:
-        return poly_dense(self.P, 1.0, y0, ext, thetas)
-
-
-def _lower(rows: list[list[float]], s: int) -> tuple[tuple[float, ...], ...]:
+def _lower(rows: list[list[float]], s: int) -> Matrix:
     return tuple(tuple(float(x) for x in r) + (0.0,) * (s - len(r)) for r in rows)
 
 
@@ -147,7 +160,7 @@ _RC = [
      -6.058818238834054],
 ]
 
-RODAS4 = RosenbrockTableau(
+RODAS4_TABLEAU = RosenbrockTableau(
     name="rodas4",
     gamma=0.25,
     alpha=(0.0, 0.386, 0.21, 0.63, 1.0, 1.0),
@@ -166,8 +179,10 @@ RODAS4 = RosenbrockTableau(
              "Hairer's Fortran code RODAS (rodas.f). L-stable, stiffly accurate, 4(3).")
 
 
-@dataclass(frozen=True)
-class Rosenbrock23:
+RODAS4 = Rosenbrock(RODAS4_TABLEAU)
+
+
+class Rosenbrock23(_Stiff):
     """Shampine & Reichelt's modified Rosenbrock triple, MATLAB's ``ode23s``
     (L. F. Shampine & M. W. Reichelt, "The MATLAB ODE Suite", SIAM J. Sci. Comput. 18
     (1997) 1-22, Sect. 4.1), with d = 1 / (2 + sqrt 2), e32 = 6 + sqrt 2 and
@@ -182,40 +197,25 @@ class Rosenbrock23:
     Dense output (ibid.): ``y0 + h (theta (1-theta) k1 + theta (theta - 2d) k2) / (1 - 2d)``.
     """
 
-    name: str = "rosenbrock23"
-    order: int = 2
-    error_order: int = 2
-    dense_order: int = 2
-    fsal: bool = True
-    pi_beta: float = 0.0
-    stiff: bool = True
-    # the continuous adjoint's augmented field detaches y for its VJP, so a Jacobian of it
-    # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
-    supports_adjoint: bool = False
-    d: float = 1.0 / (2.0 + math.sqrt(2.0))
-    e32: float = 6.0 + math.sqrt(2.0)
-    citation: str = ("Shampine & Reichelt, 'The MATLAB ODE Suite', SIAM J. Sci. Comput. 18 "
-                     "(1997) 1-22, Sect. 4.1 (ode23s): Rosenbrock 2(3), L-stable.")
+    name = "rosenbrock23"
+    order = 2
+    error_order = 2
+    dense_order = 2
+    fsal = True
+    nfe_per_step = 2
+    n_extended = 2
+    d = 1.0 / (2.0 + math.sqrt(2.0))
+    e32 = 6.0 + math.sqrt(2.0)
+    citation = ("Shampine & Reichelt, 'The MATLAB ODE Suite', SIAM J. Sci. Comput. 18 "
+                "(1997) 1-22, Sect. 4.1 (ode23s): Rosenbrock 2(3), L-stable.")
 
-    @property
-    def adaptive(self) -> bool:
-        return True
-
-    @property
-    def nfe_per_step(self) -> int:
-        return 2
-
-    @property
-    def nfe_dense(self) -> int:
-        return 0
-
-    @property
-    def P(self) -> np.ndarray:
+    def __init__(self) -> None:
         r = 1.0 / (1.0 - 2.0 * self.d)
-        return np.array([[r, -r], [-2.0 * self.d * r, r]])
+        self.interpolant = PolyDense(np.array([[r, -r], [-2.0 * self.d * r, r]]), by_h=True)
 
-    def step(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
              f0: torch.Tensor) -> Step:
+        t, h = _as_float(t), _as_float(h)
         hd = h * self.d
         lin = linearize(func, t, y0)
         lu = lin.factor(1.0 / hd)
@@ -236,18 +236,14 @@ class Rosenbrock23:
         err = (k1 - 2.0 * k2 + k3) * (h / 6.0)
         return Step(y1, err, None, [k1, k2, f2])
 
-    def f1(self, func: VectorField, t1: float, step: Step) -> torch.Tensor | None:
+    def f1(self, func: VectorField, t1: Time, step: Step) -> torch.Tensor | None:
         return step.ks[2]
 
-    def extended_stages(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+    def extended_stages(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
                         ks: list[torch.Tensor], f1: torch.Tensor) -> list[torch.Tensor]:
         return [ks[0], ks[1]]
-
-    def dense_eval(self, h: float, y0: torch.Tensor, ext: list[torch.Tensor],
-                   thetas: torch.Tensor) -> torch.Tensor:
-        return poly_dense(self.P, h, y0, ext, thetas)
 
 
 ROSENBROCK23 = Rosenbrock23()
 
-ROSENBROCK_METHODS = {m.name: m for m in (ROSENBROCK23, RODAS4)}
+ROSENBROCK_METHODS: dict[str, Method] = {m.name: m for m in (ROSENBROCK23, RODAS4)}

@@ -1,5 +1,6 @@
-"""Symplectic integrators for systems whose state splits into positions and velocities:
-``leapfrog`` (velocity Verlet, order 2) and ``yoshida4`` (Yoshida's triple jump, order 4).
+"""Symplectic integrators ``leapfrog`` and ``yoshida4``, for position-velocity split states.
+
+``leapfrog`` is velocity Verlet (order 2), ``yoshida4`` Yoshida's triple jump (order 4).
 
 Both are fixed-step (``options={"step_size": h}``) kick–drift–kick compositions for
 
@@ -33,29 +34,32 @@ costs two evaluations (one drift, one kick) and the first kick of a step is free
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from physode.errors import InvalidArgument
-from physode.ode.methods.dense import poly_dense
-from physode.ode.methods.stepper import Step, VectorField, time_tensor
+from physode.ode.methods.base import Method
+from physode.ode.methods.dense import PolyDense
+from physode.ode.methods.step import Step, Time, VectorField, declaration, time_tensor
+from physode.ode.methods.tableau import hermite_terms, nested_dense
 
 _HOW = ("declare it as func.position_velocity_split = n_positions (the first n entries of "
         "the last axis are positions, the rest velocities), or use a physode.System that "
         "declares position_velocity_split (e.g. NBody, an undamped Pendulum)")
 
 
-def _spec(func):
-    spec = getattr(func, "position_velocity_split", None)
-    if spec is None and getattr(func, "__self__", None) is not None:
-        spec = getattr(func.__self__, "position_velocity_split", None)
-    return spec
+def _spec(func: VectorField) -> Any:
+    """The user's declaration ``position_velocity_split`` on ``func`` or its owner."""
+    return declaration(func, "position_velocity_split", bound_owner=True)
 
 
-def _owner(func):
-    return func if hasattr(func, "state_slice") else getattr(func, "__self__", None)
+def _owner(func: VectorField) -> Any:
+    """The object whose ``state_slice`` names state variables: ``func`` or its owner."""
+    if declaration(func, "state_slice") is not None:
+        return func
+    return getattr(func, "__self__", None)
 
 
 def resolve_split(func: VectorField, y: torch.Tensor, method: str) -> tuple[slice, slice]:
@@ -107,43 +111,40 @@ def _join(q: torch.Tensor, v: torch.Tensor, pos: slice, vel: slice, size: int) -
     return out.index_select(-1, torch.argsort(index))
 
 
-# cubic Hermite over [f(t, y0), f(t+h, y1), (y1 - y0)/h] (Hairer, Nørsett & Wanner I, II.6)
-_HERMITE = np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]])
+# cubic Hermite over [f(t, y0), f(t+h, y1), (y1 - y0)/h] (Hairer, Nørsett & Wanner I, II.6):
+# the mean slope carries weight b = 1, f0 is vector 0 and f1 vector 1
+_HERMITE = nested_dense(hermite_terms([0.0, 0.0, 1.0], 3, 1))
 
 
-@dataclass(frozen=True)
-class Symplectic:
+class Symplectic(Method):
     """A kick–drift–kick composition: kick ``b[0]``, then for each stage i a drift ``a[i]``
     followed by a kick ``b[i+1]`` (weights in units of h)."""
 
-    name: str
-    a: tuple[float, ...]
-    b: tuple[float, ...]
-    order: int
-    citation: str
-    fsal: bool = True
-    error_order: int | None = None
-    pi_beta: float = 0.0
-    dense_order: int = 3
-    stiff: bool = False
+    fsal = True
+    dense_order = 3
+    linear_dense = True
     # the continuous adjoint integrates an augmented state that has no position/velocity
     # split, so it cannot run a symplectic method; ACA and direct can
-    supports_adjoint: bool = False
+    supports_adjoint = False
+    nfe_dense = 2
+    n_extended = 3
 
-    @property
-    def adaptive(self) -> bool:
-        return False
+    def __init__(self, name: str, a: tuple[float, ...], b: tuple[float, ...], order: int,
+                 citation: str) -> None:
+        if len(b) != len(a) + 1 or abs(sum(a) - 1.0) > 1e-12 or abs(sum(b) - 1.0) > 1e-12:
+            raise InvalidArgument(f"symplectic method {name!r}: needs len(b) = len(a) + 1 "
+                                  "and drift and kick weights each summing to 1")
+        self.name = name
+        self.a = a
+        self.b = b
+        self.order = order
+        self.citation = citation
+        self.nfe_per_step = 2 * len(a)
+        self.interpolant = PolyDense(_HERMITE, by_h=True)
 
-    @property
-    def nfe_per_step(self) -> int:
-        return 2 * len(self.a)
-
-    @property
-    def nfe_dense(self) -> int:
-        return 2
-
-    def step(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
              f0: torch.Tensor) -> Step:
+        h = float(h)  # symplectic steps run eagerly (not functional: they read the split)
         pos, vel = resolve_split(func, y0, self.name)
         size = y0.shape[-1]
         q, v = y0[..., pos], y0[..., vel]
@@ -160,20 +161,16 @@ class Symplectic:
         y1 = _join(q, v, pos, vel, size)
         return Step(y1, None, None, [g, y1])
 
-    def f1(self, func: VectorField, t1: float, step: Step) -> torch.Tensor | None:
+    def f1(self, func: VectorField, t1: Time, step: Step) -> torch.Tensor | None:
         return step.ks[0]
 
-    def extended_stages(self, func: VectorField, t: float, h: float, y0: torch.Tensor,
+    def extended_stages(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
                         ks: list[torch.Tensor], f1: torch.Tensor) -> list[torch.Tensor]:
         """The true derivatives at both ends and the mean slope (``f1`` carries a stale
         position part, so both ends are evaluated afresh: ``nfe_dense = 2``)."""
         y1 = ks[1]
         return [func(time_tensor(t, y0), y0), func(time_tensor(t + h, y0), y1),
                 (y1 - y0) / h]
-
-    def dense_eval(self, h: float, y0: torch.Tensor, ext: list[torch.Tensor],
-                   thetas: torch.Tensor) -> torch.Tensor:
-        return poly_dense(_HERMITE, h, y0, ext, thetas)
 
 
 def _yoshida4() -> Symplectic:
@@ -196,4 +193,4 @@ LEAPFROG = Symplectic(
              "Numerical Integration, 2nd ed. (2006), I.3.1.")
 YOSHIDA4 = _yoshida4()
 
-SYMPLECTIC_METHODS = {m.name: m for m in (LEAPFROG, YOSHIDA4)}
+SYMPLECTIC_METHODS: dict[str, Method] = {m.name: m for m in (LEAPFROG, YOSHIDA4)}

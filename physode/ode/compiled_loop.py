@@ -1,0 +1,431 @@
+"""The whole adaptive solve as compiled loops: forward trials, dense output, ACA reverse sweep.
+
+Compiling one step trial at a time (:mod:`physode.ode.compile`) leaves the controller, the
+accept/reject decision and one host sync per trial in Python, behind ~50 µs of dynamo
+guards and wrapper per call. Here the adaptive loop itself is a
+``torch._higher_order_ops.while_loop`` compiled with inductor (C++ wrapper): trial, error
+norm, PI controller, accept/reject, FSAL reuse and the checkpoint write run in one graph,
+``CHUNK`` accepted steps per call, with Python only between chunks — so memory stays
+O(steps x state) and a long solve never preallocates ``max_steps``.
+
+Each accepted step also leaves its stages in the chunk's buffer, so the output times that
+fall inside the chunk's steps are filled right after the chunk, all at once and without a
+single evaluation of the vector field: each output's step is found by a search over the
+step start times, and the method's dense-output polynomial ``y + h sum_j B_j(theta) K_j``
+is evaluated over that step's stages. An output time that a step ends on exactly takes the
+step's end state, as the eager loop does. The stages are dropped after their chunk.
+
+ACA (Zhuang et al., ICML 2020, arXiv:2006.02493): the reverse sweep is a second compiled
+loop over the checkpoints — rebuild step i and pull the cotangents of ``(y_{i+1}, f_{i+1})``
+and of its stages back to ``(y_i, f_i, params)`` with ``torch.func.vjp``. The dense output
+is linear in ``y_i`` and in the stages, so the outputs' cotangents reach them analytically
+(``sum_o g_o`` and ``h B(theta_o)^T g_o``, scattered onto the steps they belong to), and an
+output a step ends on adds its cotangent to that of ``y_{i+1}``. The result is the same
+discrete gradient as the eager ACA, to round-off.
+
+The semantics are those of :func:`physode.ode.loop.integrate` with the default
+:class:`~physode.ode.controller.PIController`, written as tensor operations: the same
+landing rule for the last step, underflow test, growth limits and no-growth-after-rejection
+rule, so a compiled solve takes the same steps as the eager one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._higher_order_ops import while_loop as _while_loop
+
+from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
+from physode.ode.controller import PIController, initial_step
+from physode.ode.loop import Config, Stats
+from physode.ode.methods.base import Method
+from physode.ode.methods.norm import Tol, error_norm
+from physode.ode.methods.step import VectorField, time_tensor
+from physode.ode.stiffness import stiffness_hint
+
+CHUNK = 64
+"""Accepted steps per compiled forward call: Python runs between chunks only."""
+
+RUNNING, DONE, UNDERFLOW, MAX_STEPS, FULL = 0, 1, 2, 3, 4  # forward-loop status codes
+
+run_while: Callable[..., tuple[Tensor, ...]] = _while_loop  # torch leaves it untyped
+Hint = Callable[[float, Tensor, float], str]
+Params = tuple[Tensor, ...]
+Names = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the compiled loop needs of the solver configuration, as plain numbers."""
+
+    t_end: float
+    direction: float
+    safety: float
+    ifactor: float
+    dfactor: float
+    beta: float
+    max_step: float
+    max_steps: int
+    q: int  # error order + 1: the controller's exponent is 1/q - 0.75 beta
+
+    def tensor(self, like: Tensor) -> Tensor:
+        """The settings as one tensor: graph inputs, not constants, so never a recompile."""
+        return torch.tensor([self.t_end, self.direction, self.safety, self.ifactor,
+                             self.dfactor, self.beta, self.max_step,
+                             1.0 / self.q - 0.75 * self.beta, float(self.max_steps)],
+                            dtype=like.dtype, device=like.device)
+
+
+def field_of(func: VectorField, names: Names, params: Params) -> VectorField:
+    """``func`` with its parameters called ``names`` replaced by ``params`` (pure)."""
+    if not names:
+        return func
+    values = dict(zip(names, params))
+    module: torch.nn.Module = func  # type: ignore[assignment]
+
+    def field(t: Tensor, y: Tensor) -> Tensor:
+        out: Tensor = torch.func.functional_call(module, values, (t, y))
+        return out
+
+    return field
+
+
+def _end_derivative(method: Method, field: VectorField, t1: Tensor, y1: Tensor,
+                    ks: list[Tensor]) -> Tensor:
+    """``f(t + h, y1)``: the last stage of an FSAL method, else one evaluation."""
+    return ks[-1] if method.fsal else field(t1, y1)
+
+
+def _stages(method: Method, field: VectorField, t: Tensor, h: Tensor, y: Tensor,
+            ks: list[Tensor], f1: Tensor) -> Tensor:
+    """The step's extended stages (what its dense output combines), stacked."""
+    return torch.stack(method.extended_stages(field, t, h, y, ks, f1))
+
+
+def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: Tensor,
+                   f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
+                   trials: Tensor, ctl: Tensor, rtol: Tensor, atol: Tensor, ck_t: Tensor,
+                   ck_h: Tensor, ck_y: Tensor, ck_f: Tensor, ck_k: Tensor) -> tuple[Tensor, ...]:
+    """Trials until ``CHUNK`` steps are accepted, the end is reached, or the loop must stop
+    (step-size underflow, ``max_steps``). Rows ``< acc`` of the buffers are checkpoints
+    (t, h, y, f) and the accepted steps' stages."""
+    eps = torch.finfo(y.dtype).eps
+    chunk = ck_t.shape[0]
+    zero = torch.zeros((), dtype=torch.int64, device=y.device)
+
+    def cond(*carry: Tensor) -> Tensor:
+        return carry[9] == RUNNING
+
+    def body(t: Tensor, h: Tensor, y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor,
+             nonfinite: Tensor, trials: Tensor, acc: Tensor, status: Tensor, ck_t: Tensor,
+             ck_h: Tensor, ck_y: Tensor, ck_f: Tensor, ck_k: Tensor) -> tuple[Tensor, ...]:
+        t_end, d, safety, ifactor, dfactor, beta, max_step, expo, max_trials = ctl.unbind()
+        near = d * (t + 1.01 * h - t_end) >= 0  # land exactly on the end
+        h_try = torch.where(near, t_end - t, h)
+        t_new = torch.where(near, t_end, t + h)
+        tiny = h_try.abs() <= 10 * eps * torch.clamp(t.abs(), min=1e-300)
+        step = method.step(func, t, h_try, y, f)
+        ratio = error_norm(step, y, rtol, atol)
+        finite = torch.isfinite(ratio)
+        ok = (ratio <= 1.0) & finite & ~tiny
+        fac11 = torch.where(finite, ratio, torch.ones_like(ratio)) ** expo
+        fac = torch.clamp(fac11 / prev**beta / safety, 1.0 / ifactor, 1.0 / dfactor)
+        h_acc = h_try / fac
+        h_acc = torch.where(rejected, torch.sign(h_try) * torch.minimum(h_acc.abs(),
+                                                                         h_try.abs()), h_acc)
+        h_rej = torch.where(finite, h_try / torch.minimum(1.0 / dfactor, fac11 / safety),
+                            h_try * dfactor)
+        h_next = d * torch.minimum(torch.where(ok, h_acc, h_rej).abs(), max_step)
+        f1 = _end_derivative(method, func, t_new, step.y1, step.ks)
+        slot = acc.reshape(1)
+        ck_t = ck_t.index_put((slot,), t.reshape(1))
+        ck_h = ck_h.index_put((slot,), h_try.reshape(1))
+        ck_y = ck_y.index_put((slot,), y.unsqueeze(0))
+        ck_f = ck_f.index_put((slot,), f.unsqueeze(0))
+        ck_k = ck_k.index_put((slot,), _stages(method, func, t, h_try, y, step.ks,
+                                               f1).unsqueeze(0))
+        trials = trials + (~tiny).long()
+        acc = acc + ok.long()
+        status = torch.where(tiny, UNDERFLOW, RUNNING)
+        status = torch.where(ok & near, DONE, status)
+        status = torch.where((status == RUNNING) & (trials >= max_trials.long()), MAX_STEPS,
+                             status)
+        status = torch.where((status == RUNNING) & (acc >= chunk), FULL, status)
+        return (torch.where(ok, t_new, t), torch.where(tiny, h, h_next),
+                torch.where(ok, step.y1, y), torch.where(ok, f1, f),
+                torch.where(ok, torch.clamp(ratio, min=1e-4), prev), ~ok & ~tiny,
+                torch.where(tiny, nonfinite, ~finite), trials, acc, status,
+                ck_t, ck_h, ck_y, ck_f, ck_k)
+
+    out: tuple[Tensor, ...] = run_while(
+        cond, body, (t, h, y, f, prev, rejected, nonfinite, trials, zero, zero.clone(),
+                     ck_t, ck_h, ck_y, ck_f, ck_k))
+    return out
+
+
+def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor, a_y: Tensor,
+                   a_f: Tensor, ck_t: Tensor, ck_h: Tensor, ck_y: Tensor, ck_f: Tensor,
+                   end_cot: Tensor, y_cot: Tensor, k_cot: Tensor,
+                   *params: Tensor) -> tuple[Tensor, ...]:
+    """ACA's reverse sweep over one chunk of checkpoints, row ``last`` down to 0.
+
+    At step i: the cotangent of an output the step ends on joins that of y_{i+1}; the
+    rebuilt step pulls (a_y, a_f) and the cotangents of its stages (from the dense outputs
+    inside it) back to (y_i, f_i, params); the dense outputs' direct share of y_i's
+    cotangent is added."""
+    g0 = tuple(torch.zeros_like(p) for p in params)
+
+    def cond(i: Tensor, *rest: Tensor) -> Tensor:
+        return i >= 0
+
+    def body(i: Tensor, a_y: Tensor, a_f: Tensor, *g: Tensor) -> tuple[Tensor, ...]:
+        row = i.reshape(1)
+        t, h, y, f = (b.index_select(0, row)[0] for b in (ck_t, ck_h, ck_y, ck_f))
+        a_y = a_y + end_cot.index_select(0, row)[0]
+
+        def rebuild(y_: Tensor, f_: Tensor, *ps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            field = field_of(func, names, ps)
+            step = method.step(field, t, h, y_, f_)
+            f1 = _end_derivative(method, field, t + h, step.y1, step.ks)
+            return step.y1, f1, _stages(method, field, t, h, y_, step.ks, f1)
+
+        pull = torch.func.vjp(rebuild, y, f, *params)[1]
+        gy, gf, *gp = pull((a_y, a_f, k_cot.index_select(0, row)[0]))
+        return (i - 1, gy + y_cot.index_select(0, row)[0], gf,
+                *(a + b for a, b in zip(g, gp)))
+
+    out: tuple[Tensor, ...] = run_while(cond, body, (last, a_y, a_f, *g0))
+    return out
+
+
+@dataclass
+class Chunk:
+    """One forward call: its checkpoints (rows ``< n`` of t, h, y, f) and the outputs it
+    produced, ``first`` up to ``first + len(local)``: the step each lies in (row of this
+    chunk), whether it ends that step, and the step size and theta of its dense output."""
+
+    t: Tensor
+    h: Tensor
+    y: Tensor
+    f: Tensor
+    n: int
+    first: int
+    local: Tensor
+    at_end: Tensor
+    hs: Tensor
+    thetas: Tensor
+
+
+@dataclass
+class Forward:
+    """A compiled forward solve: the outputs, and what the reverse sweep needs."""
+
+    ys: Tensor
+    chunks: list[Chunk]
+    trials: int
+    accepted: int
+
+
+class CompiledLoop:
+    """The compiled forward and reverse loops of one method, process-wide: a fit compiles
+    them once; new step sizes, parameters or tolerances never recompile."""
+
+    def __init__(self, method: Method) -> None:
+        self.method = method
+        interpolant = method.interpolant
+        assert interpolant is not None and interpolant.by_h  # y + h sum_j B_j(theta) K_j
+        self.interpolant = interpolant
+        loops: dict[str, Any] = {"cpp_wrapper": True}  # the while loop itself in C++
+        self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
+                                      options=loops)
+        self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,
+                                      options=loops)
+
+    def forward(self, func: VectorField, y0: Tensor, times: list[float], f0: Tensor,
+                h0: float, settings: LoopSettings, rtol: Tensor, atol: Tensor,
+                hint: Hint) -> Forward:
+        """All trials from ``(times[0], y0)`` to ``times[-1]`` and the states at ``times``;
+        errors as the eager loop's (``hint(t, y, h)``: the stiffness sentence, computed on
+        the failure path only)."""
+        ctl = settings.tensor(y0)
+        scalar: dict[str, Any] = {"dtype": y0.dtype, "device": y0.device}
+        t, h = torch.tensor(times[0], **scalar), torch.tensor(h0, **scalar)
+        prev = torch.tensor(1e-4, **scalar)
+        rejected = torch.zeros((), dtype=torch.bool, device=y0.device)
+        nonfinite = rejected.clone()
+        trials = torch.zeros((), dtype=torch.int64, device=y0.device)
+        y, f = y0, f0
+        tau = torch.tensor(times, **scalar)
+        outputs = [y0.unsqueeze(0)]
+        chunks: list[Chunk] = []
+        accepted, k = 0, 1
+        n_ext = self.interpolant.n_vectors
+        while True:
+            bufs = (torch.zeros(CHUNK, **scalar), torch.zeros(CHUNK, **scalar),
+                    y0.new_zeros((CHUNK, *y0.shape)), y0.new_zeros((CHUNK, *y0.shape)),
+                    y0.new_zeros((CHUNK, n_ext, *y0.shape)))
+            (t, h, y, f, prev, rejected, nonfinite, trials, acc, status,
+             *ck) = self._forward(self.method, func, t, h, y, f, prev, rejected, nonfinite,
+                                  trials, ctl, rtol, atol, *bufs)
+            n, code = int(acc), int(status)  # the one host sync per chunk
+            accepted += n
+            if n:
+                chunk, ys = self._fill(ck, n, k, times, tau, t, y, settings.direction)
+                chunks.append(chunk)
+                outputs.append(ys)
+                k += len(chunk.local)
+            if code == DONE:
+                return Forward(torch.cat(outputs), chunks, int(trials), accepted)
+            if code == FULL:
+                continue
+            tf, hf = float(t), float(h)
+            if code == UNDERFLOW:
+                if bool(nonfinite):
+                    raise NonFiniteState(tf)
+                near = settings.direction * (tf + 1.01 * hf - settings.t_end) >= 0
+                h_try = settings.t_end - tf if near else hf
+                raise StepSizeUnderflow(tf, h_try, hint=hint(tf, y, h_try))
+            raise MaxStepsExceeded(tf, settings.max_steps, hint=hint(tf, y, hf))
+
+    def _fill(self, ck: list[Tensor], n: int, k: int, times: list[float], tau: Tensor,
+              t_end: Tensor, y_end: Tensor, direction: float) -> tuple[Chunk, Tensor]:
+        """The outputs inside this chunk's steps, from output ``k`` on (see the module
+        docstring), and the chunk's record for the reverse sweep."""
+        T, H, Y, F, K = (x[:n] for x in ck)
+        end = float(t_end)
+        stop = k
+        while stop < len(times) and direction * (times[stop] - end) <= 0:
+            stop += 1
+        q = tau[k:stop]
+        keys, queries = (-T, -q) if direction < 0 else (T, q)
+        local = (torch.searchsorted(keys.contiguous(), queries.contiguous()) - 1).clamp(min=0)
+        t_next = torch.cat([T[1:], t_end.reshape(1)])
+        at_end = q == t_next[local]
+        hs = H[local]
+        thetas = (q - T[local]) / hs
+        W = self.interpolant.weights(thetas) * hs[:, None]  # (outputs, stages)
+        dense = Y[local] + torch.einsum("os,os...->o...", W, K[local])
+        y_next = torch.cat([Y[1:], y_end.unsqueeze(0)])
+        mask = at_end.reshape(-1, *([1] * (Y.ndim - 1)))
+        ys = torch.where(mask, y_next[local], dense)
+        return Chunk(ck[0], ck[1], ck[2], ck[3], n, k, local, at_end, hs, thetas), ys
+
+    def backward(self, func: VectorField, names: Names, params: Params, fw: Forward,
+                 grad_ys: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """ACA's reverse sweep: the cotangents of ``(y0, f0, params)`` from those of the
+        outputs (``grad_ys[0]``, the cotangent of ``y(t0)`` itself, is the caller's)."""
+        shape = grad_ys.shape[1:]
+        n_ext = self.interpolant.n_vectors
+        a_y, a_f = grad_ys.new_zeros(shape), grad_ys.new_zeros(shape)
+        g_total = [torch.zeros_like(p) for p in params]
+        for c in reversed(fw.chunks):
+            g = grad_ys[c.first: c.first + len(c.local)]
+            mask = c.at_end.reshape(-1, *([1] * len(shape)))
+            end_g, dense_g = torch.where(mask, g, 0.0), torch.where(mask, 0.0, g)
+            rows = grad_ys.new_zeros((CHUNK, *shape))
+            end_cot = rows.index_add(0, c.local, end_g)
+            y_cot = rows.index_add(0, c.local, dense_g)
+            W = self.interpolant.weights(c.thetas) * c.hs[:, None]
+            k_cot = grad_ys.new_zeros((CHUNK, n_ext, *shape)).index_add(
+                0, c.local, torch.einsum("os,o...->os...", W, dense_g))
+            last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
+            _, a_y, a_f, *gp = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
+                                             c.h, c.y, c.f, end_cot, y_cot, k_cot, *params)
+            g_total = [a + b for a, b in zip(g_total, gp)]
+        return a_y, a_f, g_total
+
+
+_LOOPS: dict[str, CompiledLoop] = {}
+
+
+def loop_for(method: Method) -> CompiledLoop:
+    """The process-wide :class:`CompiledLoop` of ``method`` (compiled on first use)."""
+    if method.name not in _LOOPS:
+        _LOOPS[method.name] = CompiledLoop(method)
+    return _LOOPS[method.name]
+
+
+def usable(cfg: Config) -> bool:
+    """Whether ``cfg`` runs in the compiled loop: a method that declares it
+    (``compiled_loop``: adaptive explicit Runge–Kutta), the default PI controller, adaptive
+    steps that interpolate the outputs. Anything else uses the per-step compiled path."""
+    return (cfg.method.compiled_loop and type(cfg.controller) is PIController
+            and cfg.step_size is None and not cfg.step_to_outputs)
+
+
+def settings_for(cfg: Config, times: list[float]) -> LoopSettings:
+    """The loop settings of a validated configuration (the default PI controller's)."""
+    ctrl = cfg.controller
+    assert isinstance(ctrl, PIController)
+    method = cfg.method
+    assert method.error_order is not None
+    beta = method.pi_beta if ctrl.beta is None else ctrl.beta
+    return LoopSettings(t_end=times[-1], direction=1.0 if times[-1] > times[0] else -1.0,
+                        safety=ctrl.safety, ifactor=ctrl.ifactor, dfactor=ctrl.dfactor,
+                        beta=beta, max_step=cfg.max_step, max_steps=cfg.max_steps,
+                        q=method.error_order + 1)
+
+
+def start(func: VectorField, y0: Tensor, times: list[float],
+          cfg: Config) -> tuple[Tensor, float, int]:
+    """``f0 = func(t0, y0)`` and the first step size (as the eager loop chooses it), with
+    the evaluations they cost."""
+    f0 = func(time_tensor(times[0], y0), y0)
+    if not bool(torch.isfinite(f0).all() & torch.isfinite(y0).all()):
+        raise NonFiniteState(times[0], "initial state or derivative")
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    span = abs(times[-1] - times[0])
+    nfe = 1
+    if cfg.first_step is not None:
+        h = direction * min(abs(cfg.first_step), span)
+    else:
+        h, extra = initial_step(func, cfg.method, times[0], y0, f0, direction, cfg.rtol,
+                                cfg.atol, span)
+        nfe += extra
+    return f0, math.copysign(min(abs(h), cfg.max_step), direction), nfe
+
+
+def tolerance(value: Tol, like: Tensor) -> Tensor:
+    """A tolerance (scalar or per component) as a tensor input of the loop."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def work(method: Method, fw: Forward, nfe0: int) -> Stats:
+    """The work counters, counted as the eager loop counts them."""
+    nfe = nfe0 + fw.trials * method.nfe_per_step + (0 if method.fsal else fw.accepted)
+    return Stats(nfe=nfe, steps=fw.trials, accepted=fw.accepted,
+                 rejected=fw.trials - fw.accepted)
+
+
+def hint_for(func: VectorField, method: Method) -> Hint:
+    """The stiffness sentence of a failure (eager, on the failure path only)."""
+    return lambda t, y, h: stiffness_hint(func, method, t, y, h)
+
+
+def run(func: VectorField, y0: Tensor, times: list[float],
+        cfg: Config) -> tuple[Forward, Stats, Tensor]:
+    """One compiled solve without gradients: the forward record (outputs included), the
+    work counters and f0."""
+    loop = loop_for(cfg.method)
+    with torch.no_grad():
+        f0, h0, nfe0 = start(func, y0, times, cfg)
+        fw = loop.forward(func, y0, times, f0, h0, settings_for(cfg, times),
+                          tolerance(cfg.rtol, y0), tolerance(cfg.atol, y0),
+                          hint_for(func, cfg.method))
+    return fw, work(cfg.method, fw, nfe0), f0
+
+
+def integrate_compiled(func: VectorField, y0: Tensor, times: list[float],
+                       cfg: Config) -> tuple[Tensor, Stats]:
+    """Forward-only compiled solve: the states at ``times`` and the work counters."""
+    fw, stats, _ = run(func, y0, times, cfg)
+    return fw.ys, stats
+
+
+__all__ = ["CHUNK", "Chunk", "CompiledLoop", "Forward", "LoopSettings", "field_of",
+           "integrate_compiled", "loop_for", "run", "usable"]

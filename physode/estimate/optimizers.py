@@ -30,6 +30,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,11 @@ import torch
 from physode.errors import SolverError
 from physode.estimate.problem import FitProblem
 
-Callback = Callable[[dict], bool | None]
+Callback = Callable[[dict[str, Any]], bool | None]
+
+
+#: How a run ended. Only "converged" (a tolerance test was met) is a success.
+STATUSES = ("converged", "max_iter", "stalled", "failed", "stopped", "interrupted")
 
 
 @dataclass
@@ -47,12 +52,22 @@ class RunResult:
     x: np.ndarray
     chi2: float
     stop_reason: str
-    interrupted: bool = False
-    success: bool = True
+    status: str = "converged"
     niter: int = 0
     nfev: int = 0
     ngrad: int = 0
     history: list[float] = field(default_factory=list)
+    #: the last solver failure met during the run (message), if any
+    error: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
+
+    @property
+    def success(self) -> bool:
+        """A convergence criterion was met at a point where the model can be solved."""
+        return self.status == "converged" and math.isfinite(self.chi2)
 
 
 class Tracker:
@@ -67,7 +82,8 @@ class Tracker:
         self.nfev = self.ngrad = self.niter = 0
         self.callback = callback
         self.stop_requested = False
-        self.bar = None
+        self.last_error: str | None = None
+        self.bar: Any = None
         if progress:
             from tqdm.auto import tqdm
 
@@ -80,6 +96,10 @@ class Tracker:
         if math.isfinite(chi2) and chi2 < self.best_chi2:
             self.best_chi2 = chi2
             self.best_x = np.array(x, dtype=np.float64, copy=True)
+
+    def failed(self, exc: SolverError) -> None:
+        """A solve failed (the point counts as an infinite loss)."""
+        self.last_error = str(exc)
 
     def iteration(self, chi2: float, grad_norm: float) -> None:
         """One completed iteration; calls the user's callback (which may ask to stop)."""
@@ -98,12 +118,20 @@ class Tracker:
         if self.bar is not None:
             self.bar.close()
 
-    def result(self, reason: str, interrupted: bool = False) -> RunResult:
+    def result(self, reason: str, status: str) -> RunResult:
         self.close()
         self.problem.set_vector(self.best_x)
-        return RunResult(self.best_x, self.best_chi2, reason, interrupted,
-                         math.isfinite(self.best_chi2) and not interrupted, self.niter,
-                         self.nfev, self.ngrad, list(self.history))
+        return RunResult(self.best_x, self.best_chi2, reason, status, self.niter, self.nfev,
+                         self.ngrad, list(self.history), self.last_error)
+
+    def unsolvable_start(self) -> RunResult:
+        """The run could not start: the model cannot be solved at the initial point."""
+        where = self.problem.describe_point()
+        return self.result(f"the model cannot be solved at the initial point ({where})",
+                           "failed")
+
+    def interrupted(self) -> RunResult:
+        return self.result("interrupted (KeyboardInterrupt)", "interrupted")
 
 
 # ---------------------------------------------------------------------- LM
@@ -123,15 +151,20 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
     from scipy.optimize import least_squares
 
     m = problem.n_data
-    cache: dict = {}
+    cache: dict[str, Any] = {}
 
     def fun(x: np.ndarray) -> np.ndarray:
+        if cache.get("x") is not None and np.array_equal(cache["x"], x):
+            r = cache["r"]
+            return r if math.isfinite(cache["chi2"]) else np.full(m, np.inf)
         problem.set_vector(x)
+        J = None
         try:
             ev = problem.residuals_and_jacobian()
             r, J = ev.r, ev.J
-        except SolverError:
-            r, J = np.full(m, np.inf), None
+        except SolverError as exc:
+            tracker.failed(exc)
+            r = np.full(m, np.inf)
         chi2 = problem.chi2(r)
         cache.update(x=np.array(x, copy=True), J=J, r=r, chi2=chi2)
         tracker.record(x, chi2)
@@ -139,6 +172,7 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
 
     def jac(x: np.ndarray) -> np.ndarray:
         if cache.get("x") is None or not np.array_equal(cache["x"], x) or cache["J"] is None:
+            cache.clear()
             fun(x)
         tracker.ngrad += 1
         J, r = cache["J"], cache["r"]
@@ -147,20 +181,23 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
         tracker.iteration(cache["chi2"], float(np.max(np.abs(J.T @ r))) if J.size else 0.0)
         if tracker.stop_requested:
             raise _Stop
-        return J
+        return np.asarray(J)
 
     x0 = problem.get_vector()
     try:
+        if not np.all(np.isfinite(fun(x0))):  # scipy would raise a bare ValueError
+            return tracker.unsolvable_start()
         res = least_squares(fun, x0, jac=jac, method=method, x_scale="jac", ftol=ftol,
                             xtol=xtol, gtol=gtol, max_nfev=max_iter)
     except KeyboardInterrupt:
-        return tracker.result("interrupted (KeyboardInterrupt)", interrupted=True)
+        return tracker.interrupted()
     except _Stop:
-        return tracker.result("stopped by callback")
+        return tracker.result("stopped by callback", "stopped")
     except SolverError as exc:
-        return tracker.result(f"solver failed at an accepted point: {exc}")
-    reason = LM_STATUS.get(res.status, res.message)
-    return tracker.result(reason)
+        return tracker.result(f"solver failed at an accepted point: {exc}", "failed")
+    reason = LM_STATUS.get(res.status, str(res.message))
+    status = "converged" if res.status > 0 else "max_iter" if res.status == 0 else "failed"
+    return tracker.result(reason, status)
 
 
 class _Stop(Exception):
@@ -173,9 +210,10 @@ def _evaluate(problem: FitProblem, tracker: Tracker) -> tuple[float, torch.Tenso
     x = problem.get_vector()
     try:
         loss, g, r = problem.loss_and_grad()
-    except SolverError:
+    except SolverError as exc:
+        tracker.failed(exc)
         loss, g, r = math.inf, None, None
-    if not math.isfinite(loss) or g is None or not bool(torch.isfinite(g).all()):
+    if not math.isfinite(loss) or g is None or r is None or not bool(torch.isfinite(g).all()):
         tracker.record(x, math.inf)
         return math.inf, None
     tracker.ngrad += 1
@@ -222,26 +260,26 @@ def run_lbfgs(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: flo
     try:
         f_prev, gnorm = current()
         if not math.isfinite(f_prev):
-            return tracker.result("the model cannot be solved at the initial point")
+            return tracker.unsolvable_start()
         if gnorm <= gtol:
-            return tracker.result("gradient norm below gtol")
+            return tracker.result("gradient norm below gtol", "converged")
         for _ in range(max_iter):
             x_prev = problem.get_vector()
             opt.step(closure)
             f, gnorm = current()
             tracker.iteration(2.0 * f * problem.n_data, gnorm)
             if tracker.stop_requested:
-                return tracker.result("stopped by callback")
+                return tracker.result("stopped by callback", "stopped")
             if gnorm <= gtol:
-                return tracker.result("gradient norm below gtol")
+                return tracker.result("gradient norm below gtol", "converged")
             if abs(f_prev - f) <= ftol * max(abs(f), abs(f_prev), 1e-300):
-                return tracker.result("relative change of the loss below ftol")
+                return tracker.result("relative change of the loss below ftol", "converged")
             if np.array_equal(problem.get_vector(), x_prev):
-                return tracker.result("line search made no progress")
+                return tracker.result("line search made no progress", "stalled")
             f_prev = f
     except KeyboardInterrupt:
-        return tracker.result("interrupted (KeyboardInterrupt)", interrupted=True)
-    return tracker.result("max_iter reached")
+        return tracker.interrupted()
+    return tracker.result("max_iter reached", "max_iter")
 
 
 def run_adam(problem: FitProblem, tracker: Tracker, *, max_iter: int, gtol: float,
@@ -251,8 +289,10 @@ def run_adam(problem: FitProblem, tracker: Tracker, *, max_iter: int, gtol: floa
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(max_iter, 1),
                                                        eta_min=lr / 100)
     try:
-        for _ in range(max_iter):
+        for i in range(max_iter):
             loss, g = _evaluate(problem, tracker)
+            if g is None and i == 0:
+                return tracker.unsolvable_start()
             if g is None:
                 problem.set_vector(tracker.best_x)
                 for group in opt.param_groups:
@@ -261,18 +301,18 @@ def run_adam(problem: FitProblem, tracker: Tracker, *, max_iter: int, gtol: floa
                 continue
             gnorm = float(g.abs().max()) if g.numel() else 0.0
             if gnorm <= gtol:
-                return tracker.result("gradient norm below gtol")
+                return tracker.result("gradient norm below gtol", "converged")
             _assign_grad(problem, g)
             opt.step()
             sched.step()
             tracker.iteration(2.0 * loss * problem.n_data, gnorm)
             if tracker.stop_requested:
-                return tracker.result("stopped by callback")
+                return tracker.result("stopped by callback", "stopped")
         # the last step's point has not been evaluated yet
         _evaluate(problem, tracker)
     except KeyboardInterrupt:
-        return tracker.result("interrupted (KeyboardInterrupt)", interrupted=True)
-    return tracker.result("max_iter reached")
+        return tracker.interrupted()
+    return tracker.result("max_iter reached", "max_iter")
 
 
-__all__ = ["LM_STATUS", "RunResult", "Tracker", "run_adam", "run_lbfgs", "run_lm"]
+__all__ = ["LM_STATUS", "STATUSES", "RunResult", "Tracker", "run_adam", "run_lbfgs", "run_lm"]

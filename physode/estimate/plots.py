@@ -2,23 +2,25 @@
 
 One row per observed variable (observed points and fitted curve per component and
 experiment | weighted residuals), then the loss history and, for N-body systems, the
-fitted orbits projected on the x-y plane with the observed positions.
+fitted orbits projected on the x-y plane with the observed positions. A fit whose model
+could not be solved at the estimate is drawn without fitted curves. The figure reads the
+fit through :class:`~physode.estimate.parts.FitParts`, never the result class.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from physode.estimate.result import FitResult
+from physode.data.atomic import atomic_path
+from physode.estimate.parts import FitParts
 
 MAX_LINES = 12
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
@@ -28,9 +30,11 @@ def _pyplot():
     return plt
 
 
-def plot_fit(res: FitResult, path: str | os.PathLike[str] | None = None):
+def plot_fit(res: FitParts, path: str | os.PathLike[str] | None = None) -> Any:
     """Draw the fit; save to ``path`` (atomically) when given; return the Figure."""
     plt = _pyplot()
+    traj = res.trajectories
+    solved = traj.available
     layout = res.system.layout
     obs = res.observations
     variables = list(obs.variables)
@@ -46,8 +50,14 @@ def plot_fit(res: FitResult, path: str | os.PathLike[str] | None = None):
             if name not in exp.values:
                 continue
             values = exp.observed_values(name).reshape(exp.t.size, -1)
-            full_fine = res.fine_states[e][:, layout.slices[name]].reshape(-1, *var.shape)
-            full_fit = res.fitted[e][:, layout.slices[name]].reshape(-1, *var.shape)
+            if not solved:
+                for c in range(min(values.shape[1], MAX_LINES - line)):
+                    ax_fit.plot(exp.t, values[:, c], ".", ms=2.5,
+                                color=colors[(line + c) % len(colors)], alpha=0.6)
+                line += values.shape[1]
+                continue
+            full_fine = traj.fine_states[e][:, layout.slices[name]].reshape(-1, *var.shape)
+            full_fit = traj.fitted[e][:, layout.slices[name]].reshape(-1, *var.shape)
             for d, pos in exp.index.get(name, {}).items():
                 ax_i = var.dims.index(d)
                 full_fine = np.take(full_fine, pos, axis=1 + ax_i)
@@ -55,47 +65,47 @@ def plot_fit(res: FitResult, path: str | os.PathLike[str] | None = None):
             fine = full_fine.reshape(full_fine.shape[0], -1)
             fit_at_obs = full_fit.reshape(exp.t.size, -1)
             sigma = exp.sigma.get(name)
-            sig = 1.0 if sigma is None else np.broadcast_to(sigma, exp.values[name].shape
-                                                            ).reshape(exp.t.size, -1)
+            sig = np.ones_like(values) if sigma is None else np.broadcast_to(
+                sigma, exp.values[name].shape).reshape(exp.t.size, -1)
             for c in range(values.shape[1]):
                 if line >= MAX_LINES:
                     break
                 color = colors[line % len(colors)]
                 label = f"{exp.name}[{c}]" if values.shape[1] > 1 or len(obs) > 1 else None
                 ax_fit.plot(exp.t, values[:, c], ".", ms=2.5, color=color, alpha=0.6)
-                ax_fit.plot(res.fine_t[e], fine[:, c], "-", lw=1.2, color=color, label=label)
-                resid = (values[:, c] - fit_at_obs[:, c]) / (
-                    sig if np.ndim(sig) == 0 else sig[:, c])
+                ax_fit.plot(traj.fine_t[e], fine[:, c], "-", lw=1.2, color=color, label=label)
+                resid = (values[:, c] - fit_at_obs[:, c]) / sig[:, c]
                 ax_res.plot(exp.t, resid, ".", ms=2.5, color=color)
                 line += 1
         units = obs.units.get(name) or var.units
-        ax_fit.set_title(f"{name}: observed (dots) and fitted (lines)")
+        ax_fit.set_title(f"{name}: observed (dots) and fitted (lines)" if solved else
+                         f"{name}: observed (the model could not be solved at the estimate)")
         ax_fit.set_ylabel(f"{name} [{units}]" if units else name)
         if 1 < line <= 12:
             ax_fit.legend(fontsize=6, ncol=3)
         ax_res.axhline(0.0, color="k", lw=0.6)
-        ax_res.set_title(f"{name}: residuals" + ("" if res.sigma_estimated else " / sigma"))
+        ax_res.set_title(f"{name}: residuals" + (
+            "" if res.statistics.sigma_estimated else " / sigma"))
         for ax in (ax_fit, ax_res):
             ax.set_xlabel(f"time [{obs.time_units}]" if obs.time_units else "time")
     ax_loss, ax_last = axes[-1]
-    hist = np.asarray(res.history, dtype=float)
+    hist = np.asarray(res.convergence.history, dtype=float)
     if hist.size:
         ax_loss.semilogy(np.arange(1, hist.size + 1), np.where(hist > 0, hist, np.nan), "o-",
                          ms=3)
-    ax_loss.set_title(f"chi-square per iteration ({res.optimizer})")
+    ax_loss.set_title(f"chi-square per iteration ({res.settings.optimizer})")
     ax_loss.set_xlabel("iteration")
-    if nbody:
+    est = res.estimate
+    if nbody and solved:
         _orbits(ax_last, res, colors)
     else:
         ax_last.axis("off")
         ax_last.text(0.0, 1.0, "\n".join(
             f"{lab} = {v:.6g} ± {err:.2g}" for lab, v, err in
-            zip(res.labels[:20], res.values[:20], res.errors[:20])), va="top",
+            zip(est.labels[:20], est.values[:20], res.uncertainty.stderr[:20])), va="top",
             family="monospace", fontsize=8, transform=ax_last.transAxes)
     fig.tight_layout()
     if path is not None:
-        from physode.data.atomic import atomic_path
-
         suffix = os.path.splitext(str(path))[1].lstrip(".") or "png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110, format=suffix)
@@ -103,12 +113,12 @@ def plot_fit(res: FitResult, path: str | os.PathLike[str] | None = None):
     return fig
 
 
-def _orbits(ax, res: FitResult, colors: list[str]) -> None:
+def _orbits(ax: Any, res: FitParts, colors: list[str]) -> None:
     layout = res.system.layout
     var = layout.by_name["position"]
     obs = res.observations
     for e, exp in enumerate(obs.experiments):
-        fine = res.fine_states[e][:, layout.slices["position"]].reshape(-1, *var.shape)
+        fine = res.trajectories.fine_states[e][:, layout.slices["position"]].reshape(-1, *var.shape)
         for b in range(var.shape[0]):
             color = colors[b % len(colors)]
             ax.plot(fine[:, b, 0], fine[:, b, 1], "-", color=color, lw=1.2,

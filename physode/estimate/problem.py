@@ -9,22 +9,30 @@ over every observed, unmasked point of every experiment. sigma comes from the
 observations; a variable without one gets sigma = 1 and a single shared noise level is
 estimated from the residuals afterwards (``sigma_estimated``). All experiments share the
 system's parameters. Unknown initial states (``system.set_initial_state(unknown=...)``)
-are fitted per experiment. Experiments with the same start time and observation times
-are solved together in the batch dimension.
+are fitted per experiment: :func:`prepare_initial_states` gives the system one guess per
+experiment, explicitly (``fit`` calls it; :class:`FitProblem` itself never changes the
+system except through :meth:`FitProblem.set_vector`). Experiments with the same start time
+and observation times are solved together in the batch dimension; an experiment observed
+only at its start time needs no solve. :class:`FitProblem` is the only road from the
+estimator to the solver. It trusts its observations to be valid for the system (loading
+validates them; ``fit`` validates an :class:`~physode.data.observations.Observations` it is
+handed).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from physode.data.observations import Observations
-from physode.errors import InvalidArgument
+from physode.data.observations import Experiment, Observations
+from physode.errors import InvalidArgument, SolverError
 from physode.estimate.sensitivity import SensitivityField
+from physode.estimate.settings import SolverSettings
 from physode.model.system import System
 from physode.ode.solve import solve
 
@@ -60,7 +68,57 @@ class Evaluation:
     r: np.ndarray
     J: np.ndarray | None = None
     nfe: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def start_time(exp: Experiment) -> float:
+    """The experiment's t0 (its first time when not given)."""
+    return float(exp.t[0]) if exp.t0 is None else float(exp.t0)
+
+
+def experiment_initial_states(system: System, observations: Observations) -> Tensor:
+    """``(n_experiments, state_size)`` float64: each experiment's initial state, from its
+    ``y0`` where the observations give one (and the variable is not unknown), else from
+    the system's reference ``y0`` (one row per experiment, or one shared row). Pure."""
+    layout = system.layout
+    exps = observations.experiments
+    ref = system.y0
+    unknown = set(system.unknown_initial_state)
+    ref_t = next(iter(system.parameters()), None)
+    device = ref_t.device if ref_t is not None else torch.device("cpu")
+    rows = []
+    for e, exp in enumerate(exps):
+        values: dict[str, Tensor] = {}
+        if ref is not None:
+            r = ref.detach().to(torch.float64)
+            base = r[e] if r.dim() == 2 and r.shape[0] == len(exps) else r.reshape(-1)
+            if base.numel() != layout.size:
+                raise InvalidArgument(f"system y0 of shape {tuple(ref.shape)} does not "
+                                      f"match {len(exps)} experiment(s)")
+            values = layout.unpack(base.clone())
+        for name, v in (exp.y0 or {}).items():
+            if name not in unknown:
+                values[name] = torch.as_tensor(v, dtype=torch.float64)
+        missing = [n for n in layout.names if n not in values]
+        if missing:
+            raise InvalidArgument(
+                f"experiment {exp.name!r}: no initial value for {missing} (neither in the "
+                "observations' y0 nor in the system's y0); set system.y0 and declare it "
+                "unknown to fit it")
+        rows.append(layout.pack({k: values[k].to(device) for k in layout.names}))
+    return torch.stack(rows)
+
+
+def prepare_initial_states(system: System, observations: Observations) -> None:
+    """Give ``system`` one initial state per experiment (its reference ``y0`` becomes
+    :func:`experiment_initial_states`), keeping the same variables unknown, so that each
+    experiment's unknown initial state is fitted separately. Changes ``system``; does
+    nothing when no initial state is unknown. :func:`physode.fit` calls it."""
+    unknown = system.unknown_initial_state
+    if not unknown:
+        return
+    y0 = experiment_initial_states(system, observations)
+    system.set_initial_state(y0 if len(y0) > 1 else y0[0], unknown=unknown)
 
 
 class FitProblem:
@@ -71,24 +129,24 @@ class FitProblem:
     weights of the learnable parts (``system.learnable_parameters()``).
     """
 
-    def __init__(self, system: System, observations: Observations, *, method: str,
-                 rtol: float, atol: float, gradient: str, options: dict | None = None,
-                 learnable: bool = True) -> None:
+    def __init__(self, system: System, observations: Observations,
+                 solver: SolverSettings | None = None, *, learnable: bool = True) -> None:
         if not isinstance(system, System):
             raise InvalidArgument(f"fit needs a physode.System, got {type(system).__name__}")
         if not isinstance(observations, Observations):
             raise InvalidArgument("fit needs physode.Observations (see "
                                   f"physode.load_observations), got {type(observations).__name__}")
-        observations.validate(system)
         self.system = system
         self.obs = observations
-        self.method, self.rtol, self.atol = method, rtol, atol
-        self.gradient, self.options = gradient, options
+        self.solver = solver or SolverSettings()
         self.compile = False
         ref = next(iter(system.parameters()), None)
         self.device = ref.device if ref is not None else torch.device("cpu")
         self.dtype = torch.float64
-        self._setup_initial_states()
+        self._y0_const = experiment_initial_states(system, observations)
+        self._y0_free = system.initial_state_parameters()
+        self.y0_fitted = bool(self._y0_free)
+        self._check_initial_state_parameters()
         self._setup_series()
         self._setup_groups()
         self.physical = list(system.free_parameters())
@@ -96,47 +154,37 @@ class FitProblem:
         self.params = self.physical + self.learnable
         self.n_physical = sum(p.numel() for p in self.physical)
         self.n_params = sum(p.numel() for p in self.params)
-        self._sens: SensitivityField | None = None
+        self._nfe = 0
+        self._sens: tuple[bool, SensitivityField, Tensor] | None = None
 
     # ------------------------------------------------------------------ setup
-    def _setup_initial_states(self) -> None:
-        system, layout = self.system, self.system.layout
-        exps = self.obs.experiments
-        ref = system.y0
-        unknown = set(system.unknown_initial_state)
-        rows = []
-        for e, exp in enumerate(exps):
-            base = None
-            if ref is not None:
-                r = ref.detach().to(self.dtype)
-                base = r[e] if r.dim() == 2 and r.shape[0] == len(exps) else r.reshape(-1)
-                if base.numel() != layout.size:
-                    raise InvalidArgument(f"system y0 of shape {tuple(ref.shape)} does not "
-                                          f"match {len(exps)} experiment(s)")
-            values = {} if base is None else layout.unpack(base.clone())
-            for name, v in (exp.y0 or {}).items():
-                if name not in unknown:
-                    values[name] = torch.as_tensor(v, dtype=self.dtype)
-            missing = [n for n in layout.names if n not in values]
-            if missing:
+    def _check_initial_state_parameters(self) -> None:
+        n_exp = len(self.obs.experiments)
+        for name, p in self._y0_free.items():
+            size = self.system.layout.by_name[name].size
+            per_exp = p.numel() == n_exp * size and (n_exp == 1 or (
+                p.dim() == 2 and p.shape[0] == n_exp))
+            if not per_exp:
                 raise InvalidArgument(
-                    f"experiment {exp.name!r}: no initial value for {missing} (neither in the "
-                    "observations' y0 nor in the system's y0); set system.y0 and declare it "
-                    "unknown to fit it")
-            rows.append(layout.pack({k: values[k].to(self.device) for k in layout.names}))
-        y0 = torch.stack(rows)
-        self.y0_fitted = bool(unknown)
-        if unknown:
-            system.set_initial_state(y0 if len(exps) > 1 else y0[0],
-                                     unknown=tuple(n for n in layout.names if n in unknown))
-        self._y0_const = y0
+                    f"the unknown initial state {name!r} has shape {tuple(p.shape)}, not one "
+                    f"value per experiment ({n_exp} x {size}); call "
+                    "physode.estimate.problem.prepare_initial_states(system, observations) "
+                    "first (physode.fit does)")
 
     def initial_states(self) -> Tensor:
         """``(n_experiments, state_size)``; differentiable when initial states are fitted."""
         if not self.y0_fitted:
             return self._y0_const
-        y0 = self.system.y0
-        return y0.reshape(len(self.obs.experiments), -1)
+        n_exp = len(self.obs.experiments)
+        layout = self.system.layout
+        parts = []
+        for var in layout.variables:
+            p = self._y0_free.get(var.name)
+            if p is None:
+                parts.append(self._y0_const[:, layout.slices[var.name]])
+            else:
+                parts.append(p.reshape(n_exp, var.size).to(self.dtype))
+        return torch.cat(parts, dim=-1)
 
     def _setup_series(self) -> None:
         layout = self.system.layout
@@ -168,9 +216,9 @@ class FitProblem:
             raise InvalidArgument("the observations have no unmasked value to fit")
 
     def _setup_groups(self) -> None:
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[tuple[float, tuple[float, ...]], list[int]] = {}
         for e, exp in enumerate(self.obs.experiments):
-            groups.setdefault((float(exp.t0), tuple(exp.t.tolist())), []).append(e)
+            groups.setdefault((start_time(exp), tuple(exp.t.tolist())), []).append(e)
         self.groups = []
         for (t0, times), exps in groups.items():
             grid = list(times)
@@ -196,15 +244,37 @@ class FitProblem:
                 offset += n
 
     # ------------------------------------------------------------------ model
-    def _solve_states(self, func, y0: Tensor, group: Group, gradient: str | None) -> Tensor:
-        kwargs = dict(method=self.method, rtol=self.rtol, atol=self.atol,
-                      options=self.options, compile=self.compile)
-        if gradient is not None:
-            kwargs["gradient"] = gradient
-        sol = solve(func, y0, group.grid, **kwargs)
+    def _solve_states(self, func: nn.Module, y0: Tensor, group: Group,
+                      gradient: str | None) -> Tensor:
+        """``(n_t, B, size)``: the states of ``group`` at its observation times."""
+        if group.grid.numel() == 1:  # observed only at the start: the initial state
+            return y0.unsqueeze(0)
+        s = self.solver
+        try:
+            sol = solve(func, y0, group.grid, method=s.method, rtol=s.rtol, atol=s.atol,
+                        gradient=s.gradient if gradient is None else gradient,
+                        options=s.options, compile=self.compile)
+        except SolverError as exc:
+            names = ", ".join(repr(self.obs.experiments[e].name) for e in group.exps)
+            raise SolverError(f"experiment {names}: {exc}", exc.t) from exc
         self._nfe += sol.stats.nfe
-        ys = sol.ys[1:] if group.drop_first else sol.ys
-        return ys  # (n_t, B, size)
+        return sol.ys[1:] if group.drop_first else sol.ys
+
+    def trajectories(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Fitted states on ``n`` evenly spaced times from each experiment's t0 to its last
+        observation: ``(times, states)``, one ``(n,)`` and ``(n, state_size)`` each."""
+        y0 = self.initial_states().detach()
+        ts, states = [], []
+        with torch.no_grad():
+            for e, exp in enumerate(self.obs.experiments):
+                t0, t_end = start_time(exp), float(exp.t[-1])
+                t = np.linspace(t0, t_end, max(int(n), 2)) if t_end != t0 else np.array([t0])
+                grid = Group([e], torch.as_tensor(t, dtype=self.dtype, device=self.device),
+                             False)
+                ys = self._solve_states(self.system, y0[e:e + 1], grid, None)
+                ts.append(t)
+                states.append(ys[:, 0].cpu().numpy())
+        return ts, states
 
     def predict(self, grad: bool = False) -> list[Tensor]:
         """Full states at the observation times, one ``(n_t, state_size)`` per experiment."""
@@ -213,8 +283,7 @@ class FitProblem:
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
             for g in self.groups:
-                ys = self._solve_states(self.system, y0[g.exps], g,
-                                        self.gradient if grad else None)
+                ys = self._solve_states(self.system, y0[g.exps], g, None)
                 for b, e in enumerate(g.exps):
                     out[e] = ys[:, b]
         return out  # type: ignore[return-value]
@@ -246,7 +315,9 @@ class FitProblem:
             p.grad = None
         r = self.residual_tensor(self.predict(grad=True))
         loss = 0.5 * r.square().sum() / self.n_data
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True) if self.params else ()
+        # the loss may not depend on anything fitted (data only at a known initial state)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True) \
+            if self.params and loss.requires_grad else (None,) * len(self.params)
         g = torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1)
                        for p, gi in zip(self.params, grads)]) if self.params else torch.zeros(0)
         return float(loss.detach()), g.detach(), r.detach().cpu().numpy()
@@ -255,18 +326,16 @@ class FitProblem:
     def _sensitivity_setup(self, physical_only: bool) -> tuple[SensitivityField, Tensor]:
         params = self.physical if physical_only else self.params
         names = {id(p): n for n, p in self.system.named_parameters()}
-        y0_ids = {id(p) for p in self.system._y0_free.values()}
+        y0_names = {id(p): n for n, p in self._y0_free.items()}
         P = sum(p.numel() for p in params)
         n = self.system.state_size
         n_exp = len(self.obs.experiments)
         tangents: dict[str, Tensor] = {}
         s0 = torch.zeros(n_exp, P, n, dtype=self.dtype, device=self.device)
         k = 0
-        y0_names = dict(zip((id(p) for p in self.system._y0_free.values()),
-                            self.system._y0_free.keys()))
         for p in params:
             m = p.numel()
-            if id(p) in y0_ids:
+            if id(p) in y0_names:
                 sl = self.system.layout.slices[y0_names[id(p)]]
                 size = sl.stop - sl.start
                 batched = p.dim() == 2
@@ -294,8 +363,8 @@ class FitProblem:
         self._nfe = 0
         y0 = self.initial_states().detach()
         n = y0.shape[-1]
-        states: list[Tensor | None] = [None] * len(self.obs.experiments)
-        sens: list[Tensor | None] = [None] * len(self.obs.experiments)
+        states: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
+        sens: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         with torch.no_grad():
             for g in self.groups:
                 z0 = torch.cat([y0[g.exps], s0[g.exps].reshape(len(g.exps), P * n)], -1)
@@ -303,7 +372,7 @@ class FitProblem:
                 for b, e in enumerate(g.exps):
                     states[e] = zs[:, b, :n]
                     sens[e] = zs[:, b, n:].reshape(-1, P, n)
-            r = self.residual_tensor(states)  # type: ignore[arg-type]
+            r = self.residual_tensor(states)
             cols = []
             for s in self.series:
                 d = self._select(s, sens[s.exp][..., s.state], 2)  # (n_t, P, *obs)
@@ -316,18 +385,31 @@ class FitProblem:
     def physical_derivatives(self) -> np.ndarray:
         """d(physical value)/d(unconstrained value) for each physical free element."""
         out = []
-        specs = self.system._specs
-        y0_ids = {id(p) for p in self.system._y0_free.values()}
-        raw_names = {id(p): n for n, p in self.system._raw.items()}
-        for p in self.physical:
-            if id(p) in y0_ids:
+        specs = self.system.parameter_specs()
+        for name, p in zip(self.system.free_names(), self.physical):
+            if name.startswith("y0."):
                 out.append(torch.ones(p.numel(), dtype=self.dtype))
                 continue
             u = p.detach().clone().requires_grad_(True)
-            x = specs[raw_names[id(p)]].to_physical(u)
+            x = specs[name].to_physical(u)
             (d,) = torch.autograd.grad(x.sum(), u)
             out.append(d.reshape(-1).cpu().to(self.dtype))
         return torch.cat(out).numpy() if out else np.zeros(0)
+
+    def physical_values(self) -> np.ndarray:
+        """The physical value of each fitted physical scalar, in ``free_labels()`` order."""
+        out = []
+        for name, p in zip(self.system.free_names(), self.physical):
+            value = p if name.startswith("y0.") else self.system.param(name)
+            out.append(value.detach().reshape(-1))
+        return torch.cat(out).cpu().numpy().astype(np.float64) if out else np.zeros(0)
+
+    def describe_point(self, limit: int = 6) -> str:
+        """``"length=1.2, damping=0.1"``: the current physical values, for messages."""
+        labels = self.system.free_labels()
+        values = self.physical_values()
+        text = ", ".join(f"{k}={v:.6g}" for k, v in list(zip(labels, values))[:limit])
+        return text + (f", ... ({len(labels)} values)" if len(labels) > limit else "")
 
     def chi2(self, r: np.ndarray) -> float:
         return float(np.dot(r, r)) if np.all(np.isfinite(r)) else math.inf

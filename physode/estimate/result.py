@@ -1,91 +1,149 @@
-""":class:`FitResult`: what :func:`physode.fit` returns — estimates, uncertainty, report,
-labelled (xarray) results and their netCDF file."""
+""":class:`FitResult`: what :func:`physode.fit` returns — the fit's parts, its report,
+labelled (xarray) results and their netCDF file.
+
+A result is a few cohesive parts (:mod:`physode.estimate.parts`,
+:mod:`physode.estimate.uncertainty`, :mod:`physode.estimate.settings`); the familiar flat
+attributes (``res.chi2``, ``res.values``, ``res.stop_reason``...) read through to them.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from physode.data.labelled import (
+    attr_value,
+    dim_coords,
+    observations_to_xarray,
+    system_attrs,
+    var_attrs,
+    write_netcdf,
+)
 from physode.data.observations import Observations
+from physode.estimate.parts import Convergence, Estimate, Trajectories, system_name
+from physode.estimate.plots import plot_fit
+from physode.estimate.report import report
+from physode.estimate.settings import FitSettings
+from physode.estimate.uncertainty import Statistics, Uncertainty
 from physode.model.system import System
 
 if TYPE_CHECKING:
     import xarray as xr
 
+T = TypeVar("T")
+
+
+class _Read(Generic[T]):
+    """A read-only attribute that reads ``<part>.<name>`` (``name`` defaults to its own)."""
+
+    def __init__(self, part: str, name: str | None = None) -> None:
+        self.part, self.name = part, name or ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value: T = getattr(getattr(obj, self.part), self.name)
+        return value
+
 
 @dataclass(eq=False)
 class FitResult:
-    """The outcome of a fit.
+    """The outcome of a fit, in parts:
 
-    Attributes:
-        system: the fitted system (the same object that was passed to ``fit``, now holding
-            the estimates).
-        observations: the data.
-        params: ``{name: physical value}`` of every parameter after the fit (fixed ones
-            included), numpy arrays of the declared shapes.
-        stderr: ``{name: standard error}`` for each free parameter (and ``"y0.<var>"``
-            for fitted initial states), NaN where not identifiable.
-        labels, values, errors, initial_values: one entry per fitted scalar, in the order of
-            ``system.free_labels()``.
-        covariance, correlation: ``(P, P)`` in physical space, same order.
-        nonidentifiable: labels of parameters the data cannot determine.
-        chi2, redchi, aic, bic: fit statistics (see :mod:`physode.estimate.report`).
-        stop_reason, success, interrupted: how the optimiser stopped.
-        starts: one record per start (multistart), with its initial values and outcome.
-        history: chi2 per iteration of the best start.
+    - ``estimate`` (:class:`~physode.estimate.parts.Estimate`): ``labels``, ``values``,
+      ``initial_values``, ``bounds``, ``units`` (one entry per fitted scalar, in the order of
+      ``system.free_labels()``), ``params`` (every parameter by name, fixed ones included),
+      ``fixed``, ``truth``.
+    - ``uncertainty`` (:class:`~physode.estimate.uncertainty.Uncertainty`): ``covariance``,
+      ``correlation`` (``(P, P)``, physical space), per-label standard errors,
+      ``nonidentifiable`` labels.
+    - ``statistics`` (:class:`~physode.estimate.uncertainty.Statistics`): ``chi2``,
+      ``redchi``, ``aic``, ``bic``, ``n_data``, ``n_params``, ``n_learnable``,
+      ``sigma_estimated``, ``noise_sigma``.
+    - ``convergence`` (:class:`~physode.estimate.parts.Convergence`): ``status``,
+      ``stop_reason``, ``success`` (a convergence criterion was met), ``interrupted``,
+      ``failure`` (why the model could not be solved, with the solver's hint), counters,
+      ``history`` (chi2 per iteration of the best start), ``starts`` (one record per start).
+    - ``settings`` (:class:`~physode.estimate.settings.FitSettings`): optimiser, solver,
+      tolerances, as used (``compile`` resolved to True or False).
+    - ``trajectories`` (:class:`~physode.estimate.parts.Trajectories`): fitted states at the
+      observation times and on a fine grid (empty when the final solve failed).
+
+    ``system`` is the fitted system (the object passed to ``fit``, now holding the
+    estimate); ``observations`` the data. ``stderr`` is ``{name: standard error}`` for each
+    free parameter (and ``"y0.<var>"``), NaN where not identifiable.
     """
 
     system: System
     observations: Observations
-    params: dict[str, np.ndarray]
-    stderr: dict[str, np.ndarray]
-    labels: list[str]
-    values: np.ndarray
-    errors: np.ndarray
-    initial_values: np.ndarray
-    bounds: list[tuple[float, float]]
-    units: list[str | None]
-    covariance: np.ndarray
-    correlation: np.ndarray
-    nonidentifiable: list[str]
-    chi2: float
-    redchi: float
-    aic: float
-    bic: float
-    n_data: int
-    n_params: int
-    n_learnable: int
-    sigma_estimated: bool
-    noise_sigma: float
-    stop_reason: str
-    success: bool
-    interrupted: bool
-    niter: int
-    nfev: int
-    ngrad: int
-    wall_time: float
-    optimizer: str
-    method: str
-    gradient: str
-    rtol: float
-    atol: float
-    compiled: bool
-    starts: list[dict[str, Any]]
-    history: list[float]
-    fitted: list[np.ndarray] = field(repr=False, default_factory=list)
-    fine_t: list[np.ndarray] = field(repr=False, default_factory=list)
-    fine_states: list[np.ndarray] = field(repr=False, default_factory=list)
-    fixed: dict[str, np.ndarray] = field(default_factory=dict)
-    truth: dict[str, float] = field(default_factory=dict)
+    estimate: Estimate
+    uncertainty: Uncertainty
+    statistics: Statistics
+    convergence: Convergence
+    settings: FitSettings
+    trajectories: Trajectories
+
+    # ---------------------------------------------------------------- flat attributes
+    labels = _Read[list[str]]("estimate")
+    values = _Read[np.ndarray]("estimate")
+    initial_values = _Read[np.ndarray]("estimate")
+    bounds = _Read[list[tuple[float, float]]]("estimate")
+    units = _Read[list[str | None]]("estimate")
+    params = _Read[dict[str, np.ndarray]]("estimate")
+    fixed = _Read[dict[str, np.ndarray]]("estimate")
+    truth = _Read[dict[str, float]]("estimate")
+    errors = _Read[np.ndarray]("uncertainty", "stderr")
+    covariance = _Read[np.ndarray]("uncertainty")
+    correlation = _Read[np.ndarray]("uncertainty")
+    nonidentifiable = _Read[list[str]]("uncertainty")
+    chi2 = _Read[float]("statistics")
+    redchi = _Read[float]("statistics")
+    aic = _Read[float]("statistics")
+    bic = _Read[float]("statistics")
+    n_data = _Read[int]("statistics")
+    n_params = _Read[int]("statistics")
+    n_learnable = _Read[int]("statistics")
+    sigma_estimated = _Read[bool]("statistics")
+    noise_sigma = _Read[float]("statistics")
+    status = _Read[str]("convergence")
+    stop_reason = _Read[str]("convergence")
+    success = _Read[bool]("convergence")
+    interrupted = _Read[bool]("convergence")
+    failure = _Read["str | None"]("convergence")
+    niter = _Read[int]("convergence")
+    nfev = _Read[int]("convergence")
+    ngrad = _Read[int]("convergence")
+    wall_time = _Read[float]("convergence")
+    history = _Read[list[float]]("convergence")
+    starts = _Read[list[dict[str, Any]]]("convergence")
+    optimizer = _Read[str]("settings")
+    method = _Read[str]("settings")
+    rtol = _Read[float]("settings")
+    atol = _Read[float]("settings")
+    gradient = _Read[str]("settings", "gradient_name")
+    fitted = _Read[list[np.ndarray]]("trajectories")
+    fine_t = _Read[list[np.ndarray]]("trajectories")
+    fine_states = _Read[list[np.ndarray]]("trajectories")
+
+    @property
+    def compiled(self) -> bool:
+        return self.settings.compile is True
+
+    @property
+    def stderr(self) -> dict[str, np.ndarray]:
+        """``{free name: standard error}`` in the declared shapes."""
+        return self.estimate.by_name(self.uncertainty.stderr)
 
     @property
     def system_name(self) -> str:
-        cls = type(self.system)
-        return self.system.registry_name or f"{cls.__module__}:{cls.__qualname__}"
+        return system_name(self.system)
 
     @property
     def value(self) -> dict[str, float]:
@@ -94,8 +152,6 @@ class FitResult:
 
     def report(self, correlation_threshold: float = 0.1) -> str:
         """lmfit-style table of the estimates and the fit statistics."""
-        from physode.estimate.report import report
-
         return report(self, correlation_threshold)
 
     def __str__(self) -> str:
@@ -111,16 +167,16 @@ class FitResult:
         ``<var>_fine`` on ``(experiment, time_fine, *dims)`` for every state variable;
         ``estimate``, ``stderr``, ``initial``, ``lower``, ``upper`` on ``parameter``;
         ``covariance``, ``correlation`` on ``(parameter, parameter2)``; ``chi2_history``
-        on ``iteration``.
+        on ``iteration``. When the model could not be solved at the estimate the fitted
+        values are NaN, there is no fine grid, and ``attrs["failure"]`` says why.
         """
         import xarray as xr
-
-        from physode.data.labelled import attr_value, observations_to_xarray, system_attrs
 
         obs_ds = observations_to_xarray(self.observations, system=self.system)
         layout = self.system.layout
         data: dict[str, Any] = {}
         exp_names = self.observations.experiment_names
+        solved = self.trajectories.available
         for name in self.observations.variables:
             var = layout.by_name[name]
             da = obs_ds[name]
@@ -132,7 +188,7 @@ class FitResult:
                 full = list(var.coords.get(d, range(var.shape[var.dims.index(d)])))
                 positions.append([full.index(c) for c in da[d].values.tolist()])
             for e, exp in enumerate(self.observations.experiments):
-                if name not in exp.values:
+                if name not in exp.values or not solved:
                     continue
                 states = self.fitted[e][:, layout.slices[name]].reshape(-1, *var.shape)
                 for axis, pos in enumerate(positions):
@@ -178,13 +234,12 @@ class FitResult:
     def _fine_dataset(self, exp_names: list[str]) -> xr.Dataset | None:
         import xarray as xr
 
-        from physode.data.labelled import dim_coords, var_attrs
-
         if not self.fine_states:
             return None
         layout = self.system.layout
         t_all = np.unique(np.concatenate(self.fine_t))
-        data, coords = {}, {"time_fine": ("time_fine", t_all)}
+        data: dict[str, Any] = {}
+        coords: dict[str, Any] = {"time_fine": ("time_fine", t_all)}
         if self.system.time_units:
             coords["time_fine"] = ("time_fine", t_all, {"units": self.system.time_units})
         for var in layout.variables:
@@ -206,11 +261,12 @@ class FitResult:
 
         from physode._version import __version__
 
-        return {
+        attrs = {
             "title": f"physode fit of {self.system_name}",
             "optimizer": self.optimizer, "solver_method": self.method,
             "gradient": self.gradient, "rtol": float(self.rtol), "atol": float(self.atol),
-            "compiled": int(self.compiled), "stop_reason": self.stop_reason,
+            "compiled": int(self.compiled), "status": self.status,
+            "stop_reason": self.stop_reason,
             "success": int(self.success), "interrupted": int(self.interrupted),
             "chi2": self.chi2, "reduced_chi2": self.redchi, "aic": self.aic,
             "bic": self.bic, "n_data": self.n_data, "n_params": self.n_params,
@@ -223,18 +279,17 @@ class FitResult:
             "numpy_version": np.__version__, "scipy_version": scipy.__version__,
             "xarray_version": xarray.__version__, "python_version": platform.python_version(),
         }
+        if self.failure:
+            attrs["failure"] = self.failure
+        return attrs
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_xarray` to netCDF-4 (h5netcdf), atomically."""
-        from physode.data.labelled import write_netcdf
-
         write_netcdf(self.to_xarray(), path)
 
-    def plot(self, path: str | os.PathLike[str] | None = None):
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """Observed vs fitted, residuals, loss history (and orbits for N-body); saved to
         ``path`` when given. Returns the matplotlib Figure."""
-        from physode.estimate.plots import plot_fit
-
         return plot_fit(self, path)
 
 

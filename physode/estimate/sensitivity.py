@@ -51,7 +51,7 @@ class SensitivityField(nn.Module):
         y = z[..., :n]
         s = z[..., n:].reshape(*batch, self.n_dir, n)
         params = dict(self.system.named_parameters())
-        ps = {k: params[k] for k in self.names}
+        ps: dict[str, Tensor] = {k: params[k] for k in self.names}
 
         def field(y_: Tensor, ps_: dict[str, Tensor]) -> Tensor:
             return functional_call(self.system, ps_, (t, y_))

@@ -1,4 +1,4 @@
-"""Parameter uncertainty from the Gauss-Newton approximation, and identifiability.
+"""Parameter uncertainty (Gauss-Newton), identifiability, and the fit statistics (AIC/BIC).
 
 Near the least-squares estimate the weighted residuals are linear in the parameters,
 ``r(theta) ~ r + J (theta - theta_hat)``, and the covariance of the estimate is
@@ -14,10 +14,16 @@ When J^T J is singular (or numerically so), some combination of parameters does 
 change the model: the right singular vectors of the column-scaled J with negligible
 singular values name the parameters involved, which are reported as not identifiable
 with NaN standard errors; the others get the pseudo-inverse covariance.
+
+Information criteria follow lmfit's convention (and Burnham & Anderson, *Model Selection
+and Multimodel Inference*, 2nd ed., 2002, sec. 2.2 and 6.4): with N data, P fitted values
+and chi2 the weighted sum of squares, ``AIC = N ln(chi2/N) + 2P`` and
+``BIC = N ln(chi2/N) + P ln N``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +45,45 @@ class Uncertainty:
     nonidentifiable: list[str] = field(default_factory=list)
     scale: float = 1.0
     condition: float = float("nan")
+    #: labels whose Jacobian column is zero: the model does not respond to them at all here.
+    insensitive: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Goodness of fit: chi-square, reduced chi-square, AIC, BIC and the data counts."""
+
+    chi2: float
+    redchi: float
+    aic: float
+    bic: float
+    n_data: int
+    n_params: int
+    n_learnable: int
+    sigma_estimated: bool
+    noise_sigma: float
+
+
+def information_criteria(chi2: float, n_data: int, n_params: int) -> tuple[float, float]:
+    """(AIC, BIC) from chi2 as in lmfit (see module docstring)."""
+    if n_data <= 0 or not chi2 > 0 or not math.isfinite(chi2):
+        tiny = np.finfo(float).tiny
+        chi2 = max(chi2, tiny) if math.isfinite(chi2) else chi2
+    neg2ll = n_data * math.log(chi2 / n_data) if math.isfinite(chi2) else math.inf
+    return neg2ll + 2 * n_params, neg2ll + math.log(n_data) * n_params
+
+
+def fit_statistics(chi2: float, n_data: int, n_physical: int, n_learnable: int,
+                   sigma_estimated: bool) -> Statistics:
+    """The :class:`Statistics` of a fit of ``n_physical + n_learnable`` values to
+    ``n_data`` weighted residuals with sum of squares ``chi2``."""
+    n_free = n_physical + n_learnable
+    dof = n_data - n_free
+    redchi = chi2 / dof if dof > 0 else math.nan
+    aic, bic = information_criteria(chi2, n_data, n_free)
+    noise = math.sqrt(redchi) if sigma_estimated and redchi == redchi else 1.0
+    return Statistics(chi2, redchi, aic, bic, n_data, n_physical, n_learnable,
+                      sigma_estimated, noise)
 
 
 def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float,
@@ -56,7 +101,15 @@ def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float
     if not np.all(np.isfinite(J)):
         return Uncertainty(np.full((P, P), np.nan), nan, np.full((P, P), np.nan), list(labels),
                            scale)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _gauss_newton(J, labels, dxdu, scale)
+
+
+def _gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray,
+                  scale: float) -> Uncertainty:
+    P = J.shape[1]
     norms = np.linalg.norm(J, axis=0)
+    insensitive = [lab for lab, n in zip(labels, norms) if n == 0]
     safe = np.where(norms > 0, norms, 1.0)
     Js = J / safe
     _, sv, vt = np.linalg.svd(Js, full_matrices=False)
@@ -77,10 +130,10 @@ def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float
     cov[:, bad] = np.nan
     stderr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     stderr[bad] = np.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / np.outer(stderr, stderr)
+    corr = cov / np.outer(stderr, stderr)
     return Uncertainty(cov, stderr, corr, [lab for lab, b in zip(labels, bad) if b], scale,
-                       cond)
+                       cond, insensitive)
 
 
-__all__ = ["NULL_WEIGHT", "RANK_RTOL", "Uncertainty", "gauss_newton"]
+__all__ = ["NULL_WEIGHT", "RANK_RTOL", "Statistics", "Uncertainty", "fit_statistics",
+           "gauss_newton", "information_criteria"]

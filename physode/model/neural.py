@@ -52,6 +52,8 @@ class NeuralTerm(nn.Module):
         dtype, device: of the weights (float64 by default, as physode fits in float64).
     """
 
+    input_scale: Tensor
+
     def __init__(
         self,
         system: System,
@@ -105,6 +107,7 @@ class NeuralTerm(nn.Module):
         self.net = nn.Sequential(*layers)
         if zero_init:
             last = self.net[-1]
+            assert isinstance(last, nn.Linear)  # the output layer built just above
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         scale = torch.as_tensor(input_scale, dtype=dtype, device=device)

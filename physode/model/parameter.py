@@ -159,7 +159,7 @@ class Parameter:
 
     def replace(self, **changes: Any) -> Parameter:
         """A copy with some fields changed (``value``, ``fixed``, ``bounds``, ...)."""
-        kw = {
+        kw: dict[str, Any] = {
             "positive": self.positive,
             "bounds": self.bounds,
             "fixed": self.fixed,
@@ -263,6 +263,8 @@ class Parameter:
         return obj.param(self.name)
 
     def __set__(self, obj: Any, value: Any) -> None:
+        if self.name is None:
+            raise InvalidSystem("a Parameter must be declared as a class attribute to be set")
         obj.set_params(**{self.name: value})
 
 

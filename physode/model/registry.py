@@ -70,7 +70,7 @@ def register(name: str, description: str | None = None) -> Callable[[T], T]:
                 raise InvalidSystem(
                     f"system name {name!r} registered twice: by {old_qualname} and by {qualname}"
                 )
-        _REGISTRY[name] = Entry(name, obj, desc, module)  # type: ignore[arg-type]
+        _REGISTRY[name] = Entry(name, obj, desc, module)
         return obj
 
     return decorate
@@ -173,7 +173,7 @@ def get(name: str, *, references: bool = True, **overrides: Any) -> System:
 def _split_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[dict, dict]:
     if not kwargs:
         return {}, {}
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
@@ -213,7 +213,7 @@ def _load_reference(ref: str) -> Callable[..., System]:
             raise UnknownSystem(f"{ref!r} is a class but not a physode.System subclass")
         return obj
     if callable(obj) and not isinstance(obj, System):
-        return obj  # type: ignore[no-any-return]
+        return obj
     raise UnknownSystem(f"{ref!r} is not a physode.System subclass (got {type(obj).__name__})")
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from physode.errors import InvalidSystem
+from physode.model.parameter import as_float64_tensor
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,34 @@ class Layout:
                 x = x.expand((*batch, *v.shape))
             flat.append(x.reshape((*batch, v.size)))
         return torch.cat(flat, dim=-1) if len(flat) > 1 else flat[0]
+
+    def initial_from(self, y0: Any, current: Tensor | None, owner: str = "system") -> Tensor:
+        """A flat initial state ``(*batch, size)`` from ``y0``: a flat array, or
+        ``{variable: value}`` (a partial mapping updates those variables of ``current``)."""
+        if isinstance(y0, Mapping):
+            unknown = [k for k in y0 if k not in self.by_name]
+            if unknown:
+                raise InvalidSystem(
+                    f"y0 names unknown state variable(s) {unknown}; the variables of "
+                    f"{owner} are {list(self.names)}"
+                )
+            values = {} if current is None else self.unpack(current.detach())
+            for k, v in y0.items():
+                values[k] = as_float64_tensor(v, f"y0[{k!r}]")
+            missing = [n for n in self.names if n not in values]
+            if missing:
+                raise InvalidSystem(f"y0 is missing state variable(s) {missing}")
+            flat = self.pack(values, what="y0")
+        else:
+            flat = as_float64_tensor(y0, "y0")
+            if flat.dim() == 0 or flat.shape[-1] != self.size:
+                raise InvalidSystem(
+                    f"y0 of shape {tuple(flat.shape)} does not match the state size "
+                    f"{self.size} of {owner} ({list(self.names)})"
+                )
+        if not bool(torch.isfinite(flat).all()):
+            raise InvalidSystem("y0 contains NaN or inf")
+        return flat
 
 
 __all__ = ["Layout", "StateVar"]

@@ -224,8 +224,13 @@ class System(nn.Module):
         """Current physical value of parameter ``name`` (differentiable w.r.t. the free vector)."""
         spec = self._spec(name)
         if spec.fixed:
-            return self._fixed._buffers[name]
+            return self._fixed_buffer(name)
         return spec.to_physical(self._raw[name])
+
+    def _fixed_buffer(self, name: str) -> Tensor:
+        buf = self._fixed._buffers[name]
+        assert buf is not None  # registered with a tensor by add_parameter
+        return buf
 
     @property
     def params(self) -> dict[str, Tensor]:
@@ -251,7 +256,7 @@ class System(nn.Module):
             x = x.reshape(spec.value.shape)
             with torch.no_grad():
                 if spec.fixed:
-                    buf = self._fixed._buffers[name]
+                    buf = self._fixed_buffer(name)
                     buf.copy_(x.to(device=buf.device, dtype=buf.dtype))
                 else:
                     raw = self._raw[name]
@@ -358,6 +363,11 @@ class System(nn.Module):
         """Names of the state variables whose initial value is fitted."""
         return tuple(self._y0_free.keys())
 
+    def initial_state_parameters(self) -> dict[str, nn.Parameter]:
+        """``{variable: nn.Parameter}`` of the unknown initial-state parts, each of shape
+        ``(*batch, variable size)`` (the ``"y0.<variable>"`` entries of the free vector)."""
+        return {name: p for name, p in self._y0_free.items()}
+
     def set_initial_state(
         self,
         y0: Tensor | Mapping[str, Any] | Sequence[float] | None = None,
@@ -374,7 +384,7 @@ class System(nn.Module):
         layout = self.layout
         current = self.y0
         if y0 is not None:
-            current = self._initial_from(y0, current)
+            current = layout.initial_from(y0, current, type(self).__name__)
         if unknown is None:
             unknown_names = tuple(self._y0_free.keys())
         elif unknown is True:
@@ -402,33 +412,6 @@ class System(nn.Module):
         for name in layout.names:
             if name in unknown_names:
                 self._y0_free[name] = nn.Parameter(current[..., layout.slices[name]].clone())
-
-    def _initial_from(self, y0: Any, current: Tensor | None) -> Tensor:
-        layout = self.layout
-        if isinstance(y0, Mapping):
-            unknown = [k for k in y0 if k not in layout.by_name]
-            if unknown:
-                raise InvalidSystem(
-                    f"y0 names unknown state variable(s) {unknown}; the variables of "
-                    f"{type(self).__name__} are {list(layout.names)}"
-                )
-            values = {} if current is None else layout.unpack(current.detach())
-            for k, v in y0.items():
-                values[k] = as_float64_tensor(v, f"y0[{k!r}]")
-            missing = [n for n in layout.names if n not in values]
-            if missing:
-                raise InvalidSystem(f"y0 is missing state variable(s) {missing}")
-            flat = layout.pack(values, what="y0")
-        else:
-            flat = as_float64_tensor(y0, "y0")
-            if flat.dim() == 0 or flat.shape[-1] != layout.size:
-                raise InvalidSystem(
-                    f"y0 of shape {tuple(flat.shape)} does not match the state size "
-                    f"{layout.size} of {type(self).__name__} ({list(layout.names)})"
-                )
-        if not bool(torch.isfinite(flat).all()):
-            raise InvalidSystem("y0 contains NaN or inf")
-        return flat
 
     # ================================================================== configuration
     def configure(self, **settings: Any) -> System:

@@ -310,3 +310,25 @@ def test_float32_state_works_after_to():
     toy = Toy().to(torch.float32)
     y = torch.ones(2, 8, dtype=torch.float32)
     assert toy(torch.tensor(0.0), y).dtype == torch.float32
+
+
+def test_public_initial_state_parameters_and_layout_parsing():
+    """The estimator reads unknown initial states through a public method (issue 11)."""
+    from physode.model.state import Layout
+
+    class Two(System):
+        state_vars = (StateVar("x"), StateVar("v", shape=(2,), dims=("axis",)))
+
+        def vector_field(self, t, s):
+            return {"x": s["v"].sum(-1), "v": -s["v"]}
+
+    s = Two()
+    s.set_initial_state({"x": 1.0, "v": [2.0, 3.0]}, unknown=["v"])
+    params = s.initial_state_parameters()
+    assert list(params) == ["v"] and params["v"] is s.free_parameters()[-1]
+    assert params["v"].tolist() == [2.0, 3.0]
+    layout = Layout(Two.state_vars)
+    flat = layout.initial_from({"v": [5.0, 6.0]}, torch.tensor([1.0, 2.0, 3.0]), "Two")
+    assert flat.tolist() == [1.0, 5.0, 6.0]
+    with pytest.raises(InvalidSystem, match="Two"):
+        layout.initial_from([1.0, 2.0], None, "Two")

@@ -7,7 +7,8 @@ Usage (from the repository root)::
 
 Each file is simulated with :func:`physode.simulate` at tight tolerances (rtol 1e-10,
 atol 1e-12) and a fixed noise seed, so rerunning gives the same numbers; the settings are
-also recorded in each file's root attributes. The HDF5 schema is in ``README.md``.
+also recorded in each file's root attributes. Every dataset carries a checksum (Fletcher-32)
+and no timestamps, so the bytes depend on the data only. The HDF5 schema is in ``README.md``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,13 @@ import numpy as np
 import torch
 
 from physode.data.observations import Experiment, Observations
+from physode.data.schema import system_label
 from physode.errors import InvalidArgument, SolverError
+from physode.model import registry
 from physode.model.system import System
+from physode.ode.methods import get_method
 from physode.ode.solve import solve
+from physode.ode.times import check_times
 
 #: Tried first when no ``method`` is given; stiff problems make it fail fast (see below).
 AUTO_METHOD = "dopri5"
@@ -68,7 +72,11 @@ def simulate(
         t0: time of ``y0``; default ``t[0]``. Must not be after ``t[0]``; the initial
             state is not itself an observation unless ``t0 == t[0]``.
         method: solver; default: dopri5, switching to rodas4 if dopri5 runs out of its
-            step budget or step size (the usual sign of stiffness, e.g. Robertson).
+            step budget or step size (the usual sign of stiffness, e.g. Robertson). A
+            fixed-step method (euler, midpoint, rk4) is checked by step doubling and
+            refused (:class:`~physode.errors.InvalidArgument`) when its step is too large
+            for ``rtol``/``atol``; the file then records its ``step_size`` and
+            ``error_ratio`` (estimated error over tolerance, at most 1).
         rtol, atol: solver tolerances, tight by default: the data should be exact to
             well below any noise level.
         options: solver options (see :func:`physode.solve`).
@@ -80,13 +88,11 @@ def simulate(
         the true parameter values and the generation settings in ``metadata``.
     """
     if isinstance(system, str):
-        from physode.model import registry
-
         system = registry.get(system)
     if not isinstance(system, System):
         raise InvalidArgument(f"simulate needs a physode.System or a system name, got "
                               f"{type(system).__name__}")
-    times = _times(t)
+    times = check_times(t, decreasing=False)
     start = float(times[0]) if t0 is None else float(t0)
     if not math.isfinite(start) or start > times[0]:
         raise InvalidArgument(f"t0={t0!r} must be finite and not after the first observation "
@@ -101,7 +107,7 @@ def simulate(
     noise_by_var = _noise(noise, selections)
 
     grid = times if start == times[0] else np.concatenate([[start], times])
-    used_method, ys = _integrate(system, y0_flat, grid, method, rtol, atol, options)
+    used_method, ys, solver_info = _integrate(system, y0_flat, grid, method, rtol, atol, options)
     if start != times[0]:
         ys = ys[1:]
     states = system.layout.unpack(torch.as_tensor(ys))  # {name: (n_t, n_exp, *shape)}
@@ -138,38 +144,21 @@ def simulate(
     info: dict[str, Any] = {
         "generator": "physode.simulate", "method": used_method, "rtol": float(rtol),
         "atol": float(atol), "seed": int(seed), "relative_noise": bool(relative_noise),
+        **solver_info,
     }
     for name, level in noise_by_var.items():
         info[f"noise_{name}"] = float(level)
     info.update(dict(metadata or {}))
     layout = system.layout
     return Observations(
-        system=_system_name(system),
+        system=system_label(system),
         experiments=experiments,
-        units={n: layout.by_name[n].units for n in selections if layout.by_name[n].units},
+        units={n: str(layout.by_name[n].units) for n in selections if layout.by_name[n].units},
         time_units=getattr(system, "time_units", None),
         parameters=params,
-        parameter_units={k: s.units for k, s in specs.items() if s.units},
+        parameter_units={k: str(s.units) for k, s in specs.items() if s.units},
         metadata=info,
     )
-
-
-def _system_name(system: System) -> str:
-    if system.registry_name:
-        return system.registry_name
-    cls = type(system)
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _times(t: Any) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        t = t.detach().cpu().numpy()
-    times = np.asarray(t, dtype=np.float64).reshape(-1) if np.ndim(t) <= 1 else None
-    if times is None or times.size == 0:
-        raise InvalidArgument(f"t must be a non-empty 1-D array of times, got shape {np.shape(t)}")
-    if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise InvalidArgument("t must be finite and strictly increasing")
-    return times
 
 
 def _initial_states(system: System, y0: Any) -> np.ndarray:
@@ -274,25 +263,69 @@ def _noise(noise: Any, selections: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _integrate(system: System, y0: np.ndarray, grid: np.ndarray, method: str | None,
-               rtol: float, atol: float, options: dict | None) -> tuple[str, np.ndarray]:
-    """Solve without gradients; returns the method used and ``(n_t, n_exp, size)``."""
+               rtol: float, atol: float, options: dict | None
+               ) -> tuple[str, np.ndarray, dict[str, Any]]:
+    """Solve without gradients; returns the method used, ``(n_t, n_exp, size)`` and what
+    the file should record about the solve (a fixed-step method's step and error)."""
     device = next((x.device for x in (*system.parameters(), *system.buffers())),
                   torch.device("cpu"))
     y = torch.as_tensor(y0, dtype=torch.float64, device=device)
     ts = torch.as_tensor(grid, dtype=torch.float64, device=device)
     with torch.no_grad():
         if method is not None:
+            scheme = get_method(method)
             sol = solve(system, y, ts, method=method, rtol=rtol, atol=atol, options=options)
-            return method, sol.ys.cpu().numpy()
+            info: dict[str, Any] = {}
+            if not scheme.adaptive:
+                info = _check_fixed_step(system, y, ts, method, scheme.order, rtol, atol,
+                                         options, sol.ys)
+            return method, sol.ys.cpu().numpy(), info
         trial = dict(options or {})
         trial.setdefault("max_steps", AUTO_MAX_STEPS)
         try:
             sol = solve(system, y, ts, method=AUTO_METHOD, rtol=rtol, atol=atol, options=trial)
-            return AUTO_METHOD, sol.ys.cpu().numpy()
+            return AUTO_METHOD, sol.ys.cpu().numpy(), {}
         except SolverError:
             sol = solve(system, y, ts, method=STIFF_METHOD, rtol=rtol, atol=atol,
                         options=options)
-            return STIFF_METHOD, sol.ys.cpu().numpy()
+            return STIFF_METHOD, sol.ys.cpu().numpy(), {}
+
+
+def _check_fixed_step(system: System, y: torch.Tensor, ts: torch.Tensor, method: str,
+                      order: int, rtol: float, atol: float, options: dict | None,
+                      coarse: torch.Tensor) -> dict[str, Any]:
+    """Refuse a fixed-step solve whose error exceeds the requested tolerances.
+
+    The error of the solution with step h is estimated by step doubling (Richardson,
+    Hairer, Norsett & Wanner, Solving ODEs I, II.4): solved again with h/2, the error of
+    the h solution is ``|y_h - y_{h/2}| * 2^p / (2^p - 1)`` for a method of order p. Its
+    largest ratio to ``atol + rtol |y|`` must be at most 1. Without
+    ``options['step_size']`` the steps are the intervals between output times, and h is
+    the largest of them. Returns ``{"step_size": h, "error_ratio": ratio}`` for the file."""
+    opts = dict(options or {})
+    grid = ts.cpu().numpy()
+    if grid.size < 2:
+        return {"step_size": 0.0, "error_ratio": 0.0}
+    given = opts.get("step_size")
+    h = float(given) if given is not None else float(np.max(np.abs(np.diff(grid))))
+    half = dict(opts, step_size=h / 2)
+    if given is None:
+        half["step_to_outputs"] = True
+    fine = solve(system, y, ts, method=method, rtol=rtol, atol=atol, options=half).ys
+    factor = 2.0**order / (2.0**order - 1.0)
+    ratio = float(((coarse - fine).abs() * factor / (atol + rtol * fine.abs())).max())
+    if not ratio <= 1.0:
+        hint = ""
+        if math.isfinite(ratio) and ratio > 0:
+            hint = f"options={{'step_size': {0.9 * h * ratio ** (-1.0 / order):.2g}}} or less, or "
+        how = f"step_size={given!r}" if given is not None else (
+            f"no step_size (steps are the output intervals, up to {h:.3g})")
+        raise InvalidArgument(
+            f"method {method!r} is fixed-step and with {how} its error is about "
+            f"{ratio:.3g} times the requested tolerance (rtol={rtol:g}, atol={atol:g}), "
+            f"estimated by step doubling; give {hint}leave method unset for an adaptive "
+            "solve, or loosen rtol/atol")
+    return {"step_size": h, "error_ratio": ratio}
 
 
 __all__ = ["simulate"]

@@ -100,7 +100,7 @@ def _mixed_observations() -> Observations:
 
 
 def test_observations_to_xarray_labels_and_fills() -> None:
-    ds = _mixed_observations().to_xarray()
+    ds = physode.to_xarray(_mixed_observations())
     c = ds["concentration"]
     assert c.dims == ("experiment", "time", "species")
     assert ds["experiment"].values.tolist() == ["a", "b"]
@@ -124,7 +124,7 @@ def test_observations_netcdf_round_trip_is_identical(tmp_path: Path) -> None:
     for obs in (_mixed_observations(),
                 physode.simulate("pendulum", np.linspace(0, 1, 5), noise=0.01,
                                  relative_noise=True, rtol=1e-7, atol=1e-9)):
-        ds = obs.to_xarray()
+        ds = physode.to_xarray(obs)
         path = tmp_path / "obs.nc"
         physode.write_netcdf(ds, path)
         xr.testing.assert_identical(physode.read_netcdf(path), ds)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import physode
 import systems
 from physode import Experiment, InvalidObservations, Observations
-from physode.data.observations import SCHEMA_VERSION
+from physode.data.schema import SCHEMA_VERSION
 
 FAST = {"rtol": 1e-7, "atol": 1e-9}
 
@@ -341,13 +341,75 @@ def _apply(f: h5py.File, kind: str, draw) -> None:
     elif kind == "system":
         current = f.attrs["system"]
         f.attrs["system"] = draw(st.sampled_from([s for s in OTHER_SYSTEMS if s != current]))
+    elif kind in ("external_link", "soft_link_out", "external_storage", "virtual"):
+        _point_outside(f, kind, draw(st.sampled_from(datasets)))
+    elif kind == "huge_shape":
+        name = draw(st.sampled_from(datasets))
+        shape = draw(st.sampled_from([(2**27,), (2**31,), (2**40,), (2**20, 2**20),
+                                      (2**14, 2**14, 2**14)]))
+        attrs = dict(f[name].attrs)
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=draw(st.sampled_from(["f8", "f4", "?"])),
+                         chunks=(1,) * (len(shape) - 1) + (256,))
+        f[name].attrs.update(attrs)
+    elif kind == "linked_experiment":
+        names = list(f["experiments"].attrs["names"])
+        if len(names) == 1:  # one experiment: list a second name that links to it
+            f["experiments"].attrs["names"] = np.asarray([*names, "copy"], dtype=object)
+            a, b = names[0], "copy"
+        else:
+            a, b = draw(st.permutations(names))[:2]
+            del f[f"experiments/{b}"]
+        f[f"experiments/{b}"] = (f[f"experiments/{a}"] if draw(st.booleans())
+                                 else h5py.SoftLink(f"/experiments/{a}"))
 
 
-@settings(max_examples=60, deadline=None,
+def _point_outside(f: h5py.File, kind: str, name: str) -> None:
+    """Replace dataset ``name`` by a pointer to data in another file."""
+    outside = Path(f.filename).with_name("outside.h5")
+    data, attrs = f[name][()], dict(f[name].attrs)
+    with h5py.File(outside, "w") as g:
+        g["secret"] = data
+        g.create_group("grp")
+    del f[name]
+    if kind == "external_link":
+        f[name] = h5py.ExternalLink(str(outside), "/secret")
+    elif kind == "soft_link_out":
+        gateway = name.rpartition("/")[0] + "/zz_gateway"
+        f[gateway] = h5py.ExternalLink(str(outside), "/")
+        f[name] = h5py.SoftLink(f"/{gateway}/secret")
+    elif kind == "external_storage":
+        raw = Path(f.filename).with_name("raw.bin")
+        arr = np.ascontiguousarray(data)
+        raw.write_bytes(arr.tobytes())
+        f.create_dataset(name, shape=arr.shape, dtype=arr.dtype,
+                         external=[(str(raw), 0, max(arr.nbytes, 1))])
+        f[name].attrs.update(attrs)
+    else:
+        arr = np.asarray(data)
+        layout = h5py.VirtualLayout(shape=arr.shape, dtype=arr.dtype)
+        layout[...] = h5py.VirtualSource(str(outside), "secret", shape=arr.shape)
+        f.create_virtual_dataset(name, layout)
+        f[name].attrs.update(attrs)
+
+
+def _flip_a_data_bit(path: Path, draw) -> None:
+    """Flip one bit inside the stored data of a chunked (checksummed) dataset."""
+    with h5py.File(path, "r") as f:
+        chunked = [n for n in _datasets(f) if f[n].chunks is not None]
+        name = draw(st.sampled_from(chunked))
+        info = f[name].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset + draw(st.integers(0, info.size - 1))] ^= 1 << draw(st.integers(0, 7))
+    path.write_bytes(bytes(data))
+
+
+@settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(base=st.sampled_from(["pendulum", "kinetics"]),
        kind=st.sampled_from(["drop", "reshape", "nan", "reverse", "negative_sigma", "system",
-                             "truncate"]),
+                             "truncate", "external_link", "soft_link_out", "external_storage",
+                             "virtual", "huge_shape", "linked_experiment", "bit_flip"]),
        data=st.data())
 def test_corrupted_files_always_raise_invalid_observations(valid_files, base, kind,
                                                            data) -> None:
@@ -358,6 +420,8 @@ def test_corrupted_files_always_raise_invalid_observations(valid_files, base, ki
             size = path.stat().st_size
             with open(path, "r+b") as fh:
                 fh.truncate(data.draw(st.integers(0, size - 1)))
+        elif kind == "bit_flip":
+            _flip_a_data_bit(path, data.draw)
         else:
             with h5py.File(path, "r+") as f:
                 _apply(f, kind, data.draw)
@@ -373,7 +437,7 @@ def test_interrupted_save_leaves_the_previous_file_intact(tmp_path: Path, monkey
     physode.save_observations(first, path)
     before = path.read_bytes()
 
-    import physode.data.observations as mod
+    import physode.data.hdf5 as mod
 
     real = mod._write_experiment
     calls = []

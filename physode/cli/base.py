@@ -11,7 +11,25 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-EXIT_USAGE = 2
+# Exit statuses of every subcommand (documented in ``physode --help`` and ``physode fit --help``).
+EXIT_OK = 0  # done; for ``fit``/``demo``: the fit converged
+EXIT_USAGE = 2  # a user's mistake (bad argument, file, system); one line on stderr
+EXIT_NOT_CONVERGED = 3  # the fit stopped without meeting a convergence criterion; saved
+EXIT_FAILED = 4  # the fit failed: no finite chi-square at the estimate; what there is, saved
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); ``fit`` saves the best result so far
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15); nothing half-written is left behind
+
+EXIT_CODES_HELP = """\
+exit status:
+  0    success (for fit and demo: the fit converged)
+  2    user error: bad argument, unreadable or invalid file, unknown system,
+       unusable output path (one line on stderr, nothing written)
+  3    the fit did not converge (no convergence criterion met, e.g. --max-iter
+       reached); the report says why it stopped, the results are saved
+  4    the fit failed (the model cannot be solved at the estimate); what there
+       is, is saved
+  130  interrupted (Ctrl-C); fit saves the best result so far
+  143  terminated by SIGTERM (129: SIGHUP); no partial output is left behind"""
 
 Handler = Callable[[argparse.Namespace], int | None]
 Configure = Callable[[argparse.ArgumentParser], None]

@@ -63,7 +63,7 @@ def test_simulate_then_inspect(tmp_path: Path, capsys) -> None:
     assert "sigma 0.1" in out
 
     nc = tmp_path / "mm.nc"
-    physode.write_netcdf(obs.to_xarray(), nc)
+    physode.write_netcdf(physode.to_xarray(obs), nc)
     code, out, _ = _run(capsys, "inspect", str(nc))
     assert code == 0
     assert "netCDF dataset, system 'michaelis-menten'" in out

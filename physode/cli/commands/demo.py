@@ -4,7 +4,9 @@ Zhuang et al. (ICML 2020) fit the three masses of a nondimensionalised three-bod
 from its trajectory. Here: positions at 1000 times (datasets/three_body_paper.h5, made
 with masses 1.1, 1.1, 0.9), masses started at (1.0, 1.05, 0.95), Levenberg-Marquardt on
 the exact sensitivity Jacobian with a compiled solver step. Prints the report and the
-error against the truth, writes results/three_body_fit.nc and results/three_body_fit.png.
+error against the truth, writes results/three_body_fit.nc and results/three_body_fit.png
+(both checked before the fit; an output that is the --data file is refused). Exit statuses
+as ``physode fit``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from physode.cli.base import command
-from physode.cli.commands.fit import EXIT_INTERRUPTED, add_fit_options, fit_kwargs, save_outputs
+from physode.cli.checks import check_input, check_outputs
+from physode.cli.commands.fit import add_fit_options, exit_status, fit_kwargs, save_outputs
 
 START = (1.0, 1.05, 0.95)
 DATA = "three_body_paper.h5"
@@ -23,7 +26,7 @@ DATA = "three_body_paper.h5"
 
 def default_data() -> Path:
     """The shipped dataset: datasets/ next to the package (a source checkout), else cwd."""
-    here = Path(__file__).resolve().parents[2] / "datasets" / DATA
+    here = Path(__file__).resolve().parents[3] / "datasets" / DATA
     return here if here.exists() else Path("datasets") / DATA
 
 
@@ -35,13 +38,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "fit the three masses of the seed paper's three-body problem", _configure)
 def run(args: argparse.Namespace) -> int:
-    from physode.data.observations import load_observations
+    from physode.data.hdf5 import load_observations
     from physode.estimate.fit import fit
     from physode.model import registry
 
-    data = Path(args.data) if args.data else default_data()
-    if not data.exists():
-        raise FileNotFoundError(2, "no such file", str(data))
+    data = check_input("--data", args.data if args.data is not None else default_data())
+    out = Path(args.out_dir)
+    nc, png = out / "three_body_fit.nc", out / "three_body_fit.png"
+    check_outputs([("--out-dir", nc), ("--out-dir", png)], [("--data", data)])
     system = registry.get("three-body-paper", masses=list(START))
     obs = load_observations(data, system=system)
     print(f"physode demo: fitting the masses of the seed paper's three-body problem to "
@@ -52,6 +56,5 @@ def run(args: argparse.Namespace) -> int:
     rel = np.abs(res.params["masses"] / truth - 1.0)
     print("relative error of the masses: " + ", ".join(f"{x:.1e}" for x in rel)
           + f" (max {rel.max():.1e}) in {res.wall_time:.1f} s")
-    out = Path(args.out_dir)
-    save_outputs(res, out / "three_body_fit.nc", out / "three_body_fit.png")
-    return EXIT_INTERRUPTED if res.interrupted else 0
+    save_outputs(res, nc, png)
+    return exit_status(res)

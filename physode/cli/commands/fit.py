@@ -1,20 +1,38 @@
 """``physode fit SYSTEM DATA.h5 --out FIT.nc``: fit a system to observations.
 
 Prints the report, writes the labelled results (netCDF, atomically) and optionally a
-figure. Ctrl-C stops the fit; the best result so far is still reported and saved (exit
-status 130).
+figure. Every output path is checked before the fit starts: one that is the input file
+(same path, same inode or a link to it) or cannot be written is refused (status 2).
+
+Exit status (also in ``physode fit --help``): 0 the fit converged; 2 a user error (one line
+on stderr, nothing written); 3 the fit stopped without meeting a convergence criterion
+(``res.success`` is false; the report's stop reason says why; results saved); 4 the fit
+failed (no finite chi-square; what there is, saved); 130 Ctrl-C stopped the fit (the best
+result so far is reported and saved); 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
+from typing import Any
 
-from physode.cli.base import command
+from physode.cli.base import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+    command,
+)
+from physode.cli.checks import check_input, check_outputs, integer, make_parents, real
 from physode.cli.commands.simulate import parse_overrides
 from physode.errors import InvalidArgument
 
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_INTERRUPTED", "add_fit_options", "exit_status", "fit_kwargs", "run",
+           "save_outputs"]
 
 
 def add_fit_options(p: argparse.ArgumentParser, optimizer: str = "lbfgs") -> None:
@@ -24,19 +42,23 @@ def add_fit_options(p: argparse.ArgumentParser, optimizer: str = "lbfgs") -> Non
     p.add_argument("--method", default="dopri5", help="ODE solver (dopri5)")
     p.add_argument("--gradient", choices=("aca", "direct", "adjoint"), default="aca",
                    help="gradient of L-BFGS/Adam (aca)")
-    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (1e-8)")
-    p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (1e-10)")
-    p.add_argument("--max-iter", type=int, default=None,
-                   help="iterations (default: 200 lbfgs, 500 adam, 100 lm)")
-    p.add_argument("--multistart", type=int, default=0,
+    p.add_argument("--rtol", type=real(0.0, strict=True), default=1e-8,
+                   help="relative tolerance, > 0 (1e-8)")
+    p.add_argument("--atol", type=real(0.0), default=1e-10,
+                   help="absolute tolerance, >= 0 (1e-10)")
+    p.add_argument("--max-iter", type=integer(1), default=None,
+                   help="iterations, >= 1 (default: 200 lbfgs, 500 adam, 100 lm)")
+    p.add_argument("--multistart", type=integer(0), default=0,
                    help="extra starts drawn within the bounds (0)")
-    p.add_argument("--seed", type=int, default=0, help="multistart seed (0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="multistart seed, >= 0 (0)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="compile the solver step (auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.epilog = EXIT_CODES_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def fit_kwargs(args: argparse.Namespace) -> dict:
+def fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"optimizer": args.optimizer, "method": args.method, "gradient": args.gradient,
             "rtol": args.rtol, "atol": args.atol, "max_iter": args.max_iter,
             "multistart": args.multistart, "seed": args.seed,
@@ -47,8 +69,11 @@ def fit_kwargs(args: argparse.Namespace) -> dict:
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("system", help="registry name (see `physode systems`) or package.module:Class")
     p.add_argument("data", metavar="DATA.h5", help="observations file")
-    p.add_argument("--out", required=True, metavar="FIT.nc", help="output netCDF file")
-    p.add_argument("--plot", metavar="FIT.png", help="also draw the fit to this image")
+    p.add_argument("--out", required=True, metavar="FIT.nc",
+                   help="output netCDF file (parent directories are created)")
+    p.add_argument("--plot", metavar="FIT.png",
+                   help="also draw the fit to this image (format from the suffix: png, pdf, "
+                        "svg, ...)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="initial value of a parameter (VALUE: number or comma-separated)")
     p.add_argument("--unknown-initial-state", nargs="+", metavar="VAR",
@@ -56,31 +81,65 @@ def _configure(p: argparse.ArgumentParser) -> None:
     add_fit_options(p)
 
 
-def save_outputs(res, out: str | Path, plot: str | Path | None) -> None:
+def check_plot_format(flag: str, path: str | Path | None) -> None:
+    """Refuse an image path whose suffix matplotlib cannot write, before the fit."""
+    if not path:
+        return
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise InvalidArgument(f"{flag} {path}: unknown image format {suffix!r} (known: "
+                              f"{', '.join(sorted(formats))})")
+
+
+def save_outputs(res: Any, out: str | Path, plot: str | Path | None) -> None:
     """Write the netCDF results (and the figure), creating parent directories."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = make_parents(out)
     res.save(out)
     print(f"wrote {out}")
     if plot:
-        plot = Path(plot)
-        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot = make_parents(plot)
         res.plot(plot)
         print(f"wrote {plot}")
+
+
+def exit_status(res: Any) -> int:
+    """The documented exit status of a finished fit (see the module docstring); says on
+    stderr, in one line, why it is not 0.
+
+    Reads ``res.interrupted``, ``res.success`` (a convergence criterion was met),
+    ``res.status`` (``"failed"`` when the model could not be solved), ``res.failure`` and
+    ``res.stop_reason``."""
+    if res.interrupted:
+        print("interrupted: saved the best result so far")
+        return EXIT_INTERRUPTED
+    if res.success:
+        return EXIT_OK
+    if res.status == "failed" or not math.isfinite(float(res.chi2)):
+        why = _first_line(res.failure or res.stop_reason or "the model cannot be solved")
+        print(f"physode: fit failed ({why}); saved what there is", file=sys.stderr)
+        return EXIT_FAILED
+    why = _first_line(res.stop_reason or "no convergence criterion met")
+    print(f"physode: fit did not converge ({why}); results saved", file=sys.stderr)
+    return EXIT_NOT_CONVERGED
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else str(text)
 
 
 @command("fit", "fit a system's parameters to observations (HDF5) and save the results",
          _configure)
 def run(args: argparse.Namespace) -> int:
-    from physode.data.observations import load_observations
+    from physode.data.hdf5 import load_observations
     from physode.estimate.fit import fit
     from physode.model import registry
 
-    data = Path(args.data)
-    if not data.exists():
-        raise FileNotFoundError(2, "no such file", str(data))
-    if args.max_iter is not None and args.max_iter < 1:
-        raise InvalidArgument(f"--max-iter must be >= 1, got {args.max_iter}")
+    data = check_input("DATA.h5", args.data)
+    check_outputs([("--out", args.out), ("--plot", args.plot)], [("DATA.h5", args.data)])
+    check_plot_format("--plot", args.plot)
     system = registry.get(args.system, **parse_overrides(args.set))
     if args.unknown_initial_state:
         system.set_initial_state(unknown=args.unknown_initial_state)
@@ -88,7 +147,4 @@ def run(args: argparse.Namespace) -> int:
     res = fit(system, obs, **fit_kwargs(args))
     print(res.report())
     save_outputs(res, args.out, args.plot)
-    if res.interrupted:
-        print("interrupted: saved the best result so far")
-        return EXIT_INTERRUPTED
-    return 0
+    return exit_status(res)

@@ -1,4 +1,9 @@
-"""``physode inspect FILE``: summarise an observations file (.h5) or a netCDF result (.nc)."""
+"""``physode inspect FILE``: summarise an observations file (.h5) or a netCDF result (.nc).
+
+An observations file is read with :func:`physode.data.hdf5.read_observations`, which checks
+the file but neither imports nor builds the system it names: a file whose system is not
+installed is still shown (the name marked as unknown), and a file never runs code.
+"""
 
 from __future__ import annotations
 
@@ -28,30 +33,55 @@ def _fmt(value: Any) -> str:
 
 def _is_observations(path: Path) -> bool:
     """Whether ``path`` claims to be a physode observations file (root 'schema' attr),
-    as opposed to another HDF5 file such as netCDF-4."""
+    as opposed to another HDF5 file such as netCDF-4. Only the root's own attributes and
+    hard-linked members are looked at: no link out of the file is followed."""
     import h5py
 
-    from physode.data.observations import SCHEMA_NAME
+    from physode.data.schema import SCHEMA_NAME
 
     try:
         if not h5py.is_hdf5(path):
             return True  # let the validated reader say what is wrong
         with h5py.File(path, "r") as f:
-            schema = f.attrs.get("schema")
+            schema = _small_attr(f, "schema")
+            members = [f[name] for name in f
+                       if isinstance(f.get(name, getlink=True), h5py.HardLink)]
             is_netcdf = "_NCProperties" in f.attrs or any(
-                "DIMENSION_LIST" in obj.attrs or obj.attrs.get("CLASS") == b"DIMENSION_SCALE"
-                for obj in f.values())
-            return schema == SCHEMA_NAME or not is_netcdf
+                "DIMENSION_LIST" in obj.attrs or _small_attr(obj, "CLASS") == b"DIMENSION_SCALE"
+                for obj in members)
+            return schema in (SCHEMA_NAME, SCHEMA_NAME.encode()) or not is_netcdf
     except OSError:
         return True
 
 
-def inspect_observations(path: Path) -> None:
-    from physode.data.observations import load_observations
+def _small_attr(obj: Any, key: str) -> Any:
+    """Attribute ``key`` of ``obj`` if present and small (its size is checked first)."""
+    if key not in obj.attrs:
+        return None
+    shape = obj.attrs.get_id(key).shape
+    if shape is not None and int(np.prod(shape)) > 64:
+        return None
+    return obj.attrs[key]
 
-    obs = load_observations(path)
+
+def _system_note(name: str) -> str:
+    """`` (not a registered system here)`` when the registry does not know ``name``."""
+    from physode.errors import PhysodeError
+    from physode.model import registry
+
+    try:
+        registry.resolve(name, references=False)
+    except PhysodeError:
+        return " (not a registered system here: shown without checking its layout)"
+    return ""
+
+
+def inspect_observations(path: Path) -> None:
+    from physode.data.hdf5 import read_observations
+
+    obs = read_observations(path)
     print(f"{path}: physode observations (schema {obs.schema_version}), system "
-          f"{obs.system!r}, creator {obs.creator!r}")
+          f"{obs.system!r}{_system_note(obs.system)}, creator {obs.creator!r}")
     tu = f" {obs.time_units}" if obs.time_units else ""
     print(f"experiments: {len(obs)}")
     for exp in obs.experiments:

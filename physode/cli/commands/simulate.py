@@ -1,38 +1,50 @@
-"""``physode simulate SYSTEM ... --out FILE.h5``: synthetic observations of a system."""
+"""``physode simulate SYSTEM ... --out FILE.h5``: synthetic observations of a system.
+
+Also holds the parsers of ``--set NAME=VALUE`` and ``--observe VAR=A,B`` that ``fit`` shares.
+The output path is checked before the simulation (status 2 if it cannot be written).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
 
 from physode.cli.base import command
+from physode.cli.checks import check_outputs, integer, make_parents, real
 from physode.errors import InvalidArgument
+
+MAX_TIMES = 10_000_000  # --n above this is a typo, not an experiment (and a MemoryError)
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("system", help="registry name (see `physode systems`) or package.module:Class")
-    p.add_argument("--t0", type=float, help="first observation time (default: system's t_span)")
-    p.add_argument("--t1", type=float, help="last observation time (default: system's t_span)")
-    p.add_argument("--n", type=int, default=101, help="number of observation times (101)")
+    p.add_argument("--t0", type=real(), help="first observation time (default: system's t_span)")
+    p.add_argument("--t1", type=real(), help="last observation time (default: system's t_span)")
+    p.add_argument("--n", type=integer(1, MAX_TIMES), default=101,
+                   help=f"number of observation times, 1 to {MAX_TIMES:,} (101)")
     p.add_argument("--log-time", action="store_true",
                    help="log-spaced times from t0 > 0 to t1; the initial state stays at the "
                         "system's t_span start")
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--noise", type=real(0.0), default=0.0,
                    help="standard deviation of the Gaussian noise (default 0: exact data)")
     p.add_argument("--relative-noise", action="store_true",
                    help="noise is relative: sigma = noise * |value| point by point")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="noise seed, >= 0 (0)")
     p.add_argument("--observe", action="extend", nargs="+", metavar="VAR",
                    help="observe only these variables; VAR=A,B keeps components A, B (labels "
                         "or positions) of the first dimension, VAR:DIM=A,B of dimension DIM")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a parameter (VALUE: number or comma-separated numbers)")
     p.add_argument("--method", help="solver (default: dopri5, rodas4 if the problem is stiff)")
-    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (1e-10)")
-    p.add_argument("--atol", type=float, default=1e-12, help="absolute tolerance (1e-12)")
-    p.add_argument("--out", required=True, metavar="FILE.h5", help="output HDF5 file")
+    p.add_argument("--rtol", type=real(0.0, strict=True), default=1e-10,
+                   help="relative tolerance, > 0 (1e-10)")
+    p.add_argument("--atol", type=real(0.0), default=1e-12,
+                   help="absolute tolerance, >= 0 (1e-12)")
+    p.add_argument("--out", required=True, metavar="FILE.h5",
+                   help="output HDF5 file (parent directories are created)")
 
 
 def _item(text: str) -> Any:
@@ -66,6 +78,8 @@ def parse_observe(specs: list[str] | None) -> dict[str, Any] | None:
 
 
 def parse_overrides(specs: list[str]) -> dict[str, Any]:
+    """``["length=1.5", "masses=1,1,0.9"]`` -> ``{"length": 1.5, "masses": [1, 1, 0.9]}``;
+    VALUE must be finite numbers."""
     out: dict[str, Any] = {}
     for spec in specs:
         name, sep, value = spec.partition("=")
@@ -75,16 +89,19 @@ def parse_overrides(specs: list[str]) -> dict[str, Any]:
             numbers = [float(x) for x in value.split(",")]
         except ValueError:
             raise InvalidArgument(f"--set {spec!r}: VALUE must be numbers") from None
+        if not all(math.isfinite(x) for x in numbers):
+            raise InvalidArgument(f"--set {spec!r}: VALUE must be finite numbers")
         out[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
     return out
 
 
 @command("simulate", "simulate a system and write synthetic observations (HDF5)", _configure)
 def run(args: argparse.Namespace) -> int:
-    from physode.data.observations import save_observations
+    from physode.data.hdf5 import save_observations
     from physode.data.simulate import simulate
     from physode.model import registry
 
+    check_outputs([("--out", args.out)])
     system = registry.get(args.system, **parse_overrides(args.set))
     span = system.t_span
     t0 = args.t0 if args.t0 is not None else (span[0] if span else None)
@@ -103,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     obs = simulate(system, times, noise=args.noise, seed=args.seed,
                    observe=parse_observe(args.observe), relative_noise=args.relative_noise,
                    t0=start, method=args.method, rtol=args.rtol, atol=args.atol)
-    save_observations(obs, args.out, system=system)
+    save_observations(obs, make_parents(args.out), system=system)
     variables = ", ".join(obs.variables)
     print(f"wrote {args.out}: system {obs.system!r}, {len(obs)} experiment(s), {times.size} "
           f"times in [{times[0]:g}, {times[-1]:g}], observed {variables}, "

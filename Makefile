@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check physode systems tests benchmarks examples
+	$(PY) -m mypy
 	$(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)
@@ -30,6 +31,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check physode systems tests benchmarks examples
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,8 +1,9 @@
 """physode: physics-informed ODE modelling with exact, memory-light gradients (ACA)."""
 
 from physode._version import __version__
+from physode.data.hdf5 import load_observations, save_observations
 from physode.data.labelled import read_netcdf, to_xarray, write_netcdf
-from physode.data.observations import Experiment, Observations, load_observations, save_observations
+from physode.data.observations import Experiment, Observations
 from physode.data.simulate import simulate
 from physode.errors import (
     InvalidArgument,

@@ -330,7 +330,8 @@ def test_a_model_that_cannot_be_solved_at_the_start_is_not_a_traceback(
 def test_a_tiny_length_is_not_a_traceback(data_file, tmp_path, capsys) -> None:
     out = tmp_path / "f.nc"
     code, _, err = _run(capsys, "fit", "pendulum", str(data_file), "--out", str(out),
-                        "--optimizer", "lm", "--set", "length=1e-300", "--max-iter", "2", *TINY)
+                        "--optimizer", "lm", "--set", "length=1e-300", "--max-iter", "2",
+                        "--max-steps", "500", *TINY)
     assert "Traceback" not in err
     if code == cli_base.EXIT_USAGE:
         _assert_one_line_error(code, err, "length" if "length" in err else "")

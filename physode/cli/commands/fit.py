@@ -48,6 +48,8 @@ def add_fit_options(p: argparse.ArgumentParser, optimizer: str = "lbfgs") -> Non
                    help="absolute tolerance, >= 0 (1e-10)")
     p.add_argument("--max-iter", type=integer(1), default=None,
                    help="iterations, >= 1 (default: 200 lbfgs, 500 adam, 100 lm)")
+    p.add_argument("--max-steps", type=integer(1), default=None,
+                   help="solver steps per solve before it gives up, >= 1 (100000)")
     p.add_argument("--multistart", type=integer(0), default=0,
                    help="extra starts drawn within the bounds (0)")
     p.add_argument("--seed", type=integer(0), default=0, help="multistart seed, >= 0 (0)")
@@ -63,7 +65,8 @@ def fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "rtol": args.rtol, "atol": args.atol, "max_iter": args.max_iter,
             "multistart": args.multistart, "seed": args.seed,
             "compile": {"auto": "auto", "on": True, "off": False}[args.compile],
-            "progress": not args.no_progress}
+            "progress": not args.no_progress,
+            "options": None if args.max_steps is None else {"max_steps": args.max_steps}}
 
 
 def _configure(p: argparse.ArgumentParser) -> None:

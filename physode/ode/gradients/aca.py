@@ -49,8 +49,8 @@ def refuse_double_backward(gradient: str) -> None:
             "supported; use gradient='direct' for higher-order derivatives")
 
 
-def _module_param_names(func: VectorField,
-                        params: tuple[torch.Tensor, ...]) -> tuple[str, ...] | None:
+def module_param_names(func: VectorField,
+                       params: tuple[torch.Tensor, ...]) -> tuple[str, ...] | None:
     """Names under which ``params`` are exactly ``func``'s trainable parameters (then the
     fused functional VJP applies), else None."""
     if not isinstance(func, torch.nn.Module):
@@ -115,7 +115,7 @@ class _ACA(torch.autograd.Function):
         a_f: torch.Tensor | None = None
         g_params: list[torch.Tensor | None] = [None] * len(params)
         wanted = [p for p in params]
-        names = _module_param_names(func, params) if method.fused_vjp else None
+        names = module_param_names(func, params) if method.fused_vjp else None
         grads: Sequence[torch.Tensor | None]
         for ck in reversed(record):
             if ck.end_out is not None:

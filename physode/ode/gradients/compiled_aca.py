@@ -20,7 +20,11 @@ import torch
 from torch import Tensor
 
 from physode.ode.compiled_loop import Forward, Names, field_of, loop_for, run
-from physode.ode.gradients.aca import refuse_double_backward, time_gradients
+from physode.ode.gradients.aca import (
+    module_param_names,
+    refuse_double_backward,
+    time_gradients,
+)
 from physode.ode.loop import Config, Stats
 from physode.ode.methods.step import VectorField, time_tensor
 
@@ -28,14 +32,7 @@ from physode.ode.methods.step import VectorField, time_tensor
 def module_names(func: VectorField, params: tuple[Tensor, ...]) -> Names | None:
     """Names under which ``params`` are exactly ``func``'s trainable parameters (``()``
     for no parameters), else None: the compiled reverse sweep cannot substitute them."""
-    if not params:
-        return ()
-    if not isinstance(func, torch.nn.Module):
-        return None
-    named = [(n, p) for n, p in func.named_parameters() if p.requires_grad]
-    if len(named) != len(params) or any(p is not q for (_, p), q in zip(named, params)):
-        return None
-    return tuple(n for n, _ in named)
+    return () if not params else module_param_names(func, params)
 
 
 class _CompiledACA(torch.autograd.Function):

@@ -8,20 +8,20 @@ constants are always included, so values compare with PEtab/AMICI numbers (PEtab
 specification, "Noise distributions"; Schmiester et al., PLoS Comput Biol 17:e1008646,
 2021):
 
-=========== ======= ==============================================================
+============ ======= =================================================================
 distribution scale   negative log-likelihood of one measurement m, simulation s
-=========== ======= ==============================================================
-normal       lin     ½ log(2π σ²) + ½ ((s − m)/σ)²
-normal       log     ½ log(2π σ² m²) + ½ ((ln s − ln m)/σ)²
-normal       log10   ½ log(2π σ² m² ln²10) + ½ ((log10 s − log10 m)/σ)²
-laplace      lin     log(2σ) + |s − m|/σ
-laplace      log     log(2σ m) + |ln s − ln m|/σ
-laplace      log10   log(2σ m ln 10) + |log10 s − log10 m|/σ
-=========== ======= ==============================================================
+============ ======= =================================================================
+normal       lin     ``½ log(2π σ²) + ½ ((s − m)/σ)²``
+normal       log     ``½ log(2π σ² m²) + ½ ((ln s − ln m)/σ)²``
+normal       log10   ``½ log(2π σ² m² ln²10) + ½ ((log10 s − log10 m)/σ)²``
+laplace      lin     ``log(2σ) + |s − m|/σ``
+laplace      log     ``log(2σ m) + |ln s − ln m|/σ``
+laplace      log10   ``log(2σ m ln 10) + |log10 s − log10 m|/σ``
+============ ======= =================================================================
 
 σ is the noise parameter on the model's scale: a standard deviation (normal) or the scale
 ``b`` (Laplace). Proportional and combined noise are σ formulas, not distributions:
-:func:`combined_sigma` gives ``σ = a + b |ŷ|`` (``a = 0``: proportional).
+:func:`combined_sigma` gives ``σ = a + b·abs(ŷ)`` (``a = 0``: proportional).
 
 For least-squares optimisers (Levenberg–Marquardt, Gauss–Newton covariance)
 :meth:`NoiseModel.residuals` returns residuals ``r`` with ``½ Σ r²`` equal to the
@@ -181,7 +181,7 @@ class NoiseModel:
 
 
 def combined_sigma(a: Tensor | float, b: Tensor | float, prediction: Tensor) -> Tensor:
-    """σ = a + b |ŷ|: additive (``b = 0``), proportional (``a = 0``) or combined noise."""
+    """``σ = a + b·abs(ŷ)``: additive (``b = 0``), proportional (``a = 0``) or combined."""
     return a + b * torch.abs(prediction)
 
 

@@ -1,4 +1,5 @@
-"""Rate constants of Michaelis-Menten kinetics from three experiments observing S and P.
+"""Rate constants of Michaelis-Menten kinetics from three experiments observing S and P
+====================================================================================
 
     .venv/bin/python examples/michaelis_menten_rates.py
 """

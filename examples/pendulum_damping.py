@@ -1,4 +1,5 @@
-"""Length and damping of a pendulum from noisy angle-only data (datasets/pendulum_damped.h5).
+"""Length and damping of a pendulum from noisy angle-only data (datasets/pendulum_damped.h5)
+=========================================================================================
 
     .venv/bin/python examples/pendulum_damping.py
 """

@@ -1,4 +1,5 @@
-"""Robertson's three rate constants from noisy, log-spaced data — a stiff fit.
+"""Robertson's three rate constants from noisy, log-spaced data — a stiff fit
+==========================================================================
 
 Robertson's autocatalytic reactions (A -> B, 2B -> B + C, B + C -> A + C; rates 0.04,
 3e7, 1e4) span eleven orders of magnitude in time: explicit methods crawl on them, so the

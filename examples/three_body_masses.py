@@ -1,4 +1,5 @@
-"""Fit the three masses of the seed paper's three-body problem (what `physode demo` runs).
+"""Fit the three masses of the seed paper's three-body problem (what `physode demo` runs)
+======================================================================================
 
     .venv/bin/python examples/three_body_masses.py [noisy]
 """

@@ -1,4 +1,5 @@
-"""Simulate the seed paper's three-body system and differentiate it with ACA.
+"""Simulate the seed paper's three-body system and differentiate it with ACA
+=========================================================================
 
 The nondimensionalised three-body setup of Zhuang et al. (ICML 2020): integrate over
 t in [0, 1] with dopri5, report the solver's work and the drift of the conserved

@@ -1,4 +1,5 @@
 """A universal differential equation: Lotka-Volterra with known linear terms and a learned
+=======================================================================================
 interaction term (NeuralTerm), then the learned term against the true beta x y.
 
     dx/dt = alpha x - g(x, y),   dy/dt = -gamma y + g(x, y),   truth g = beta x y

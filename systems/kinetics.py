@@ -22,8 +22,14 @@ from systems import register
 from systems.reactions import Reaction, left_null_space, parse_reaction
 
 
+@register("reaction-network", "a mass-action network from reaction strings (needs reactions= "
+          "and rates=; files store them)")
 class ReactionNetwork(System):
     """A mass-action reaction network.
+
+    Its definition is data (reaction strings, rate constants, species, initial amounts),
+    so files store it (:meth:`registry_args`) and rebuild it from the registry entry
+    ``"reaction-network"`` without any code: ``registry.get("reaction-network", **args)``.
 
     Args:
         reactions: reaction strings (see :mod:`systems.reactions`), optionally labelled
@@ -54,6 +60,8 @@ class ReactionNetwork(System):
         **overrides: Any,
     ) -> None:
         super().__init__()
+        if type(self) is ReactionNetwork:  # rebuilt from its registry_args, not a preset
+            self.registry_name = "reaction-network"
         if isinstance(reactions, str):
             reactions = [reactions]
         parsed: list[Reaction] = []
@@ -101,6 +109,11 @@ class ReactionNetwork(System):
         self._stoich_int = stoich
         self.register_buffer("stoichiometry", torch.tensor(stoich, dtype=torch.float64))
         self.register_buffer("_react_idx", react_idx)
+        # _react_onehot[j, m, s] = 1 where factor m of reaction j is species s (the Jacobian)
+        self.register_buffer(
+            "_react_onehot",
+            torch.nn.functional.one_hot(react_idx, n_s + 1)[..., :n_s].to(torch.float64),
+        )
         self.moieties = tuple(tuple(w) for w in left_null_space(stoich))
         self.register_buffer(
             "_moiety_matrix", torch.tensor(self.moieties, dtype=torch.float64).reshape(-1, n_s)
@@ -219,6 +232,29 @@ class ReactionNetwork(System):
             y0 = {"concentration": c}
         super().set_initial_state(y0, unknown=unknown)
 
+    def registry_args(self) -> dict[str, Any] | None:
+        """The network as plain data — one ``"label: reactants -> products"`` string per
+        (irreversible) reaction, the current rate constants, the species, the reference
+        initial amounts, t_span and units — when it is the generic ``"reaction-network"``
+        (a preset such as ``"robertson"`` is rebuilt by its name alone)."""
+        if self.registry_name != "reaction-network":
+            return None
+        args: dict[str, Any] = {
+            "reactions": [f"{r.label}: {_side_text(r.reactants)} -> {_side_text(r.products)}"
+                          .rstrip() for r in self.reactions],
+            "rates": {name: float(self.param(name).detach()) for name in self.rate_names},
+            "species": list(self.species),
+        }
+        y0 = self.y0
+        if y0 is not None and y0.dim() == 1:
+            args["y0"] = dict(zip(self.species, y0.detach().cpu().tolist()))
+        if self.t_span is not None:
+            args["t_span"] = list(self.t_span)
+        for key in ("concentration_units", "time_units"):
+            if getattr(self, key) is not None:
+                args[key] = getattr(self, key)
+        return args
+
     # ------------------------------------------------------------------ dynamics
     @property
     def rate_names(self) -> tuple[str, ...]:
@@ -240,6 +276,51 @@ class ReactionNetwork(System):
         rates = self.reaction_rates(c)
         return {"concentration": rates @ self.stoichiometry.to(c.dtype).T}
 
+    def rate_jacobian(self, c: Tensor) -> Tensor:
+        """``dr_j/dc_s`` in closed form, ``(*batch, n_reactions, n_species)``: for
+        ``r_j = k_j prod_m c[i_jm]`` the derivative is ``k_j sum_m [i_jm = s] prod_{m' != m}
+        c[i_jm']`` (a product rule, no powers, so it is finite at zero concentration)."""
+        k = self.rate_constants().to(c.dtype)
+        padded = torch.cat([c, torch.ones_like(c[..., :1])], dim=-1)
+        factors = padded[..., self._react_idx]  # (*batch, n_r, order)
+        order = factors.shape[-1]
+        others = torch.stack(
+            [
+                torch.cat([factors[..., :m], factors[..., m + 1:]], dim=-1).prod(-1)
+                for m in range(order)
+            ],
+            dim=-1,
+        )  # product of all factors but the m-th
+        onehot = self._react_onehot.to(c.dtype)
+        return k[:, None] * torch.einsum("...jm,jms->...js", others, onehot)
+
+    def _mass_action_jacobian(self, t: Tensor, y: Tensor) -> Tensor:
+        """``df/dy = N dr/dc`` (Érdi & Tóth 1989, ch. 3), ``(*batch, n, n)``."""
+        return self.stoichiometry.to(y.dtype) @ self.rate_jacobian(y)
+
+    @property
+    def _pure_mass_action(self) -> bool:
+        """Whether ``self(t, y)`` is exactly mass action (no added terms, no overridden
+        dynamics), so the closed-form Jacobian and autonomy hold."""
+        cls = type(self)
+        return (
+            not len(self.terms)
+            and cls.vector_field is ReactionNetwork.vector_field
+            and cls.reaction_rates is ReactionNetwork.reaction_rates
+        )
+
+    @property
+    def jacobian(self) -> Any:
+        """The closed-form Jacobian hook ``jacobian(t, y) -> (*batch, n, n)`` read by the
+        stiff solvers (:mod:`physode.ode.methods.jacobian`) instead of autograd; None when
+        the network has learnable terms or overridden dynamics (autograd is used then)."""
+        return self._mass_action_jacobian if self._pure_mass_action else None
+
+    @property
+    def autonomous(self) -> bool | None:
+        """Mass action does not depend on t: the stiff solvers skip df/dt."""
+        return True if self._pure_mass_action else None
+
     def moiety_names(self) -> list[str]:
         """Readable names of the conserved moieties, e.g. ``"E + SE"``."""
         names = []
@@ -259,6 +340,11 @@ class ReactionNetwork(System):
         c = self.unpack(y)["concentration"]
         totals = c @ self._moiety_matrix.to(c.dtype).T
         return {name: totals[..., i] for i, name in enumerate(self.moiety_names())}
+
+
+def _side_text(terms: tuple[tuple[str, int], ...]) -> str:
+    """One side of a reaction as the parser reads it (empty for no species)."""
+    return " + ".join(f"{c} {s}" if c != 1 else s for s, c in terms)
 
 
 def _rate_units(order: int, conc: str | None, time: str | None) -> str | None:

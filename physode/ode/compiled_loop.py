@@ -12,7 +12,8 @@ Each accepted step also leaves its stages in the chunk's buffer, so the output t
 fall inside the chunk's steps are filled right after the chunk, all at once and without a
 single evaluation of the vector field: each output's step is found by a search over the
 step start times, and the method's dense-output polynomial ``y + h sum_j B_j(theta) K_j``
-is evaluated over that step's stages. An output time that a step ends on exactly takes the
+(``y + sum_j B_j(theta) U_j`` for Rosenbrock increments) is evaluated over that step's
+stages. An output time that a step ends on exactly takes the
 step's end state, as the eager loop does. The stages are dropped after their chunk.
 
 ACA (Zhuang et al., ICML 2020, arXiv:2006.02493): the reverse sweep is a second compiled
@@ -47,6 +48,7 @@ from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
 from physode.ode.methods.step import VectorField, time_tensor
 from physode.ode.stiffness import stiffness_hint
+from physode.ode.substitute import substituted
 
 CHUNK = 64
 """Accepted steps per compiled forward call: Python runs between chunks only."""
@@ -82,17 +84,9 @@ class LoopSettings:
 
 
 def field_of(func: VectorField, names: Names, params: Params) -> VectorField:
-    """``func`` with its parameters called ``names`` replaced by ``params`` (pure)."""
-    if not names:
-        return func
-    values = dict(zip(names, params))
-    module: torch.nn.Module = func  # type: ignore[assignment]
-
-    def field(t: Tensor, y: Tensor) -> Tensor:
-        out: Tensor = torch.func.functional_call(module, values, (t, y))
-        return out
-
-    return field
+    """``func`` with its parameters called ``names`` replaced by ``params`` (pure), its
+    declarations (closed-form Jacobian, autonomy) kept (:mod:`physode.ode.substitute`)."""
+    return substituted(func, names, params)
 
 
 def _end_derivative(method: Method, field: VectorField, t1: Tensor, y1: Tensor,
@@ -238,7 +232,7 @@ class CompiledLoop:
     def __init__(self, method: Method) -> None:
         self.method = method
         interpolant = method.interpolant
-        assert interpolant is not None and interpolant.by_h  # y + h sum_j B_j(theta) K_j
+        assert interpolant is not None  # y + scale sum_j B_j(theta) K_j, scale h or 1
         self.interpolant = interpolant
         loops: dict[str, Any] = {"cpp_wrapper": True}  # the while loop itself in C++
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
@@ -308,12 +302,18 @@ class CompiledLoop:
         at_end = q == t_next[local]
         hs = H[local]
         thetas = (q - T[local]) / hs
-        W = self.interpolant.weights(thetas) * hs[:, None]  # (outputs, stages)
+        W = self._weights(thetas, hs)  # (outputs, stages)
         dense = Y[local] + torch.einsum("os,os...->o...", W, K[local])
         y_next = torch.cat([Y[1:], y_end.unsqueeze(0)])
         mask = at_end.reshape(-1, *([1] * (Y.ndim - 1)))
         ys = torch.where(mask, y_next[local], dense)
         return Chunk(ck[0], ck[1], ck[2], ck[3], n, k, local, at_end, hs, thetas), ys
+
+    def _weights(self, thetas: Tensor, hs: Tensor) -> Tensor:
+        """The dense output's weights ``scale B_j(theta)`` per output: ``scale = h`` for
+        slopes (Runge–Kutta stages), 1 for increments (Rosenbrock stages U_j)."""
+        W = self.interpolant.weights(thetas)
+        return W * hs[:, None] if self.interpolant.by_h else W
 
     def backward(self, func: VectorField, names: Names, params: Params, fw: Forward,
                  grad_ys: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -330,7 +330,7 @@ class CompiledLoop:
             rows = grad_ys.new_zeros((CHUNK, *shape))
             end_cot = rows.index_add(0, c.local, end_g)
             y_cot = rows.index_add(0, c.local, dense_g)
-            W = self.interpolant.weights(c.thetas) * c.hs[:, None]
+            W = self._weights(c.thetas, c.hs)
             k_cot = grad_ys.new_zeros((CHUNK, n_ext, *shape)).index_add(
                 0, c.local, torch.einsum("os,o...->os...", W, dense_g))
             last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
@@ -352,7 +352,8 @@ def loop_for(method: Method) -> CompiledLoop:
 
 def usable(cfg: Config) -> bool:
     """Whether ``cfg`` runs in the compiled loop: a method that declares it
-    (``compiled_loop``: adaptive explicit Runge–Kutta), the default PI controller, adaptive
+    (``compiled_loop``: adaptive explicit Runge–Kutta, the Rosenbrock methods), the default
+    PI controller, adaptive
     steps that interpolate the outputs. Anything else uses the per-step compiled path."""
     return (cfg.method.compiled_loop and type(cfg.controller) is PIController
             and cfg.step_size is None and not cfg.step_to_outputs)

@@ -28,19 +28,24 @@ from physode.ode.methods.step import Step, Time, VectorField, time_tensor
 from physode.ode.methods.tableau import FloatArray, Matrix, Row
 
 
-def _lincomb(base: torch.Tensor | None, coefs: Iterable[float],
-             vecs: list[torch.Tensor]) -> torch.Tensor:
+def _axpy(out: torch.Tensor, v: torch.Tensor, c: Time) -> torch.Tensor:
+    """``out + c v``: one fused kernel for a float ``c`` (eager steps), a product for a
+    0-d tensor ``c`` (inside the compiled loop, where h is a tensor)."""
+    if isinstance(c, torch.Tensor):
+        return out + v * c
+    return torch.add(out, v, alpha=c)
+
+
+def _lincomb(base: torch.Tensor | None, coefs: Iterable[float], vecs: list[torch.Tensor],
+             scale: Time = 1.0) -> torch.Tensor:
+    """``base + sum_j (coefs_j / scale) vecs_j`` over the non-zero coefficients."""
     out = base
     for c, v in zip(coefs, vecs):
         if c != 0.0:
-            out = v * c if out is None else torch.add(out, v, alpha=c)
+            w = c / scale
+            out = v * w if out is None else _axpy(out, v, w)
     assert out is not None
     return out
-
-
-def _as_float(x: Time) -> float:
-    """A step size or time as a float (Rosenbrock steps run eagerly, never compiled)."""
-    return float(x)
 
 
 class _Stiff(Method):
@@ -54,6 +59,9 @@ class _Stiff(Method):
     # taken by autograd would be incomplete; ACA (exact) is the gradient for these methods
     supports_adjoint = False
     nfe_dense = 0
+    # the step is tensor arithmetic, a Jacobian from the field's closed-form hook or
+    # torch.func, lu_factor and lu_solve: it traces into the compiled whole-solve loops
+    compiled_loop = True
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,6 @@ class Rosenbrock(_Stiff):
     def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
              f0: torch.Tensor) -> Step:
         tab = self.tableau
-        t, h = _as_float(t), _as_float(h)
         lin = linearize(func, t, y0)
         solve = lin.factor(1.0 / (h * tab.gamma))
         U: list[torch.Tensor] = []
@@ -126,9 +133,9 @@ class Rosenbrock(_Stiff):
             else:
                 yi = _lincomb(y0, tab.a[i][:i], U)
                 fi = func(time_tensor(t + tab.alpha[i] * h, y0), yi)
-            rhs = _lincomb(fi, [c / h for c in tab.c[i][:i]], U)
+            rhs = _lincomb(fi, tab.c[i][:i], U, h) if i else fi
             if lin.ft is not None and tab.gammas[i] != 0.0:
-                rhs = torch.add(rhs, lin.ft, alpha=h * tab.gammas[i])
+                rhs = _axpy(rhs, lin.ft, h * tab.gammas[i])
             U.append(solve(rhs))
         y1 = _lincomb(y0, tab.m, U)
         err = _lincomb(None, tab.e, U)
@@ -215,7 +222,6 @@ class Rosenbrock23(_Stiff):
 
     def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
              f0: torch.Tensor) -> Step:
-        t, h = _as_float(t), _as_float(h)
         hd = h * self.d
         lin = linearize(func, t, y0)
         lu = lin.factor(1.0 / hd)
@@ -223,15 +229,15 @@ class Rosenbrock23(_Stiff):
         def solve(rhs: torch.Tensor) -> torch.Tensor:  # W^-1 rhs = (I/(hd) - J)^-1 rhs/(hd)
             return lu(rhs) / hd
 
-        r1 = f0 if lin.ft is None else torch.add(f0, lin.ft, alpha=hd)
+        r1 = f0 if lin.ft is None else _axpy(f0, lin.ft, hd)
         k1 = solve(r1)
-        f1 = func(time_tensor(t + 0.5 * h, y0), torch.add(y0, k1, alpha=0.5 * h))
+        f1 = func(time_tensor(t + 0.5 * h, y0), _axpy(y0, k1, 0.5 * h))
         k2 = solve(f1 - k1) + k1
-        y1 = torch.add(y0, k2, alpha=h)
+        y1 = _axpy(y0, k2, h)
         f2 = func(time_tensor(t + h, y0), y1)
         r3 = f2 - self.e32 * (k2 - f1) - 2.0 * (k1 - f0)
         if lin.ft is not None:
-            r3 = torch.add(r3, lin.ft, alpha=hd)
+            r3 = _axpy(r3, lin.ft, hd)
         k3 = solve(r3)
         err = (k1 - 2.0 * k2 + k3) * (h / 6.0)
         return Step(y1, err, None, [k1, k2, f2])

@@ -56,6 +56,15 @@ class NonFiniteState(SolverError):
         super().__init__(f"non-finite {what} (NaN or inf) at t={t:.17g}", t)
 
 
+class SteadyStateNotFound(SolverError):
+    """Neither Newton's method nor integrating to a long time found a state with f(y) = 0;
+    ``t`` is the time the integration reached, ``residual`` the smallest max |f(y)| seen."""
+
+    def __init__(self, message: str, t: float, residual: float) -> None:
+        super().__init__(message, t)
+        self.residual = residual
+
+
 class InvalidObservations(PhysodeError, ValueError):
     """An observations file or :class:`~physode.data.observations.Observations` object violates
     the schema; the message names the file, the group and the dataset concerned."""

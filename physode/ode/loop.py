@@ -11,6 +11,7 @@ rebuild that step. Rejected trials leave nothing behind.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from physode.errors import (
 from physode.ode.controller import PIController, StepSizeController, initial_step
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol
-from physode.ode.methods.step import VectorField, time_tensor
+from physode.ode.methods.step import Step, VectorField, time_tensor
 from physode.ode.stiffness import stiffness_hint
 
 
@@ -127,15 +128,23 @@ def _check_step(h: float, t: float) -> None:
                           "size must be finite and non-zero", t)
 
 
+Watch = Callable[[float, float, torch.Tensor, torch.Tensor, Step, torch.Tensor], bool]
+"""``watch(t, h, y, f, step, f1) -> stop``: called after each accepted step from ``(t, y)``
+(``f = func(t, y)``) of size ``h`` to ``step.y1`` (``f1`` its derivative); True stops the
+solve after that step (the event search of :mod:`physode.ode.events`)."""
+
+
 def integrate(
     func: VectorField, y0: torch.Tensor, times: list[float], cfg: Config,
     record: list[Checkpoint] | None = None, f0: torch.Tensor | None = None,
+    watch: Watch | None = None,
 ) -> tuple[torch.Tensor, Stats]:
     """Solve from ``times[0]`` through every time in ``times`` (strictly monotonic).
 
     Returns the states at ``times`` stacked, shape ``(len(times), *y0.shape)``, and the
     work counters. Runs with whatever grad mode the caller set; the controller never
-    records a graph.
+    records a graph. ``watch``: see :data:`Watch`; when it stops the solve, only the
+    outputs reached so far are returned.
     """
     method = cfg.method
     stats = Stats()
@@ -241,5 +250,7 @@ def integrate(
             k = k_end
         if record is not None:
             record.append(Checkpoint(t, h_try, y, f, interp, end_out))
+        if watch is not None and watch(t, h_try, y, f, step, f1):
+            break
         t, y, f = t_new, y1, f1
     return torch.cat(chunks), stats

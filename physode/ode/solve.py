@@ -12,40 +12,45 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy.typing as npt
 import torch
 
 from physode.errors import InvalidArgument, PhysodeError
+from physode.ode.batch_solve import solve_batch
 from physode.ode.compile import compiled
 from physode.ode.compiled_loop import integrate_compiled, usable
 from physode.ode.controller import PIController, StepSizeController
+from physode.ode.events import Event, EventRecord
 from physode.ode.gradients import GRADIENTS, check_gradient
 from physode.ode.gradients.compiled_aca import compiled_aca_solve, module_names
 from physode.ode.loop import Config, Stats, integrate
 from physode.ode.methods import get_method
 from physode.ode.methods.step import VectorField
+from physode.ode.segments import SEGMENT_OPTIONS, Plan, plan_segments, solve_segments
 from physode.ode.times import check_times
 
 Times = torch.Tensor | npt.ArrayLike
 """Output times: a 1-D tensor, array or sequence of numbers."""
 
 _OPTION_NAMES = ("first_step", "max_step", "max_steps", "step_size", "step_to_outputs",
-                 "controller", "safety", "ifactor", "dfactor", "beta")
+                 "controller", "safety", "ifactor", "dfactor", "beta", *SEGMENT_OPTIONS)
 _PI_OPTIONS = ("safety", "ifactor", "dfactor", "beta")
 _DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
 class Solution:
-    """Times, states (shape ``(len(ts), *y0.shape)``) and work counters of one solve."""
+    """Times, states (shape ``(len(ts), *y0.shape)``) and work counters of one solve, and
+    the events that fired (:class:`~physode.ode.events.EventRecord`, in order)."""
 
     ts: torch.Tensor
     ys: torch.Tensor
     stats: Stats
+    events: list[EventRecord] = field(default_factory=list)
 
 
 def check_state(y0: object) -> torch.Tensor:
@@ -295,6 +300,7 @@ def solve(
     rtol: float | torch.Tensor = 1e-6, atol: float | torch.Tensor = 1e-8,
     gradient: str = "aca", params: Iterable[torch.Tensor] | None = None,
     options: Mapping[str, object] | None = None, compile: bool = False,
+    per_sample: bool = False, events: Sequence[Event] | None = None,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
@@ -317,17 +323,45 @@ def solve(
     :class:`physode.ode.controller.StepSizeController`; default
     :class:`~physode.ode.controller.PIController`), or the default PI controller's
     ``safety`` (0.9), ``ifactor`` (10), ``dfactor`` (0.2) and ``beta`` (the method's gain,
-    0). ``compile``: adaptive explicit Runge–Kutta solves run as compiled loops — the
-    whole adaptive loop, and ACA's reverse sweep, in compiled graphs with no Python per
-    step (:mod:`physode.ode.compiled_loop`; the default PI controller, interpolated
+    0). ``compile``: adaptive explicit Runge–Kutta and Rosenbrock solves run as compiled
+    loops — the whole adaptive loop, and ACA's reverse sweep, in compiled graphs with no
+    Python per step (:mod:`physode.ode.compiled_loop`; the default PI controller, interpolated
     outputs); other explicit set-ups compile each step (forward and ACA rebuild). Pays off
     for small systems solved many times (a fit), after a one-off compilation. Other
     methods run eagerly.
+
+    ``per_sample=True``: ``y0`` of shape ``(B, *state)`` holds B independent problems, each
+    solved with its own step sizes, error norm and accept/reject decisions (a stiff sample
+    no longer drags the batch to its step size); ``func`` is called on the whole batch and
+    must act row-wise, with ``t`` a tensor of shape ``(B,)`` (one time per sample). ``t``
+    is ``(n,)`` (shared) or ``(n, B)`` (column b for sample b); ``ys`` has shape
+    ``(n, B, *state)``; ``stats`` is a :class:`~physode.ode.batch_parts.BatchStats`
+    (``stats[b]``: sample b's counters). Adaptive explicit Runge–Kutta methods, the default
+    PI controller, gradients "aca" and "direct"; ``compile`` runs it as compiled loops
+    (:mod:`physode.ode.compiled_batch`; forward and ACA).
+
+    ``events``: a list of :class:`physode.events.AtTime` (a state change at a known time)
+    and :class:`physode.events.When` (at a zero crossing of a condition, located on the
+    dense output); ``options["tstops"]``: known breakpoints (kinks of an input) inside
+    the span, which no step straddles; ``options["max_events"]``: the most ``When``
+    events that may fire (1000; more is an error, as for Zeno behaviour). With either,
+    the solve restarts at each such time (:mod:`physode.ode.segments`), gradients are
+    exact through the jumps and the event times, ``Solution.events`` lists the events
+    that fired, an output at the time of a jump gets the state after it, and outputs
+    after a terminal event are NaN (the shape stays ``(len(t), *y0.shape)``).
     """
     if not callable(func):
         raise InvalidArgument(f"func must be callable as func(t, y), got {type(func).__name__}")
     y0 = check_state(y0)
     gradient = check_gradient(gradient)
+    if per_sample and (events is not None or (options or {}).get("tstops") is not None):
+        raise InvalidArgument("events and options['tstops'] are not available with "
+                              "per_sample=True; solve the samples one by one")
+    if per_sample:  # each sample its own step size: physode.ode.batch_solve
+        cfg = make_config(method, rtol, atol, options, y0)
+        ps = _params(func, params) if gradient != "direct" else ()
+        t_b, ys_b, stats_b = solve_batch(func, y0, t, cfg, gradient, ps, compile)
+        return Solution(ts=t_b, ys=ys_b, stats=stats_b)
     t_tensor, times = _times(t)
     cfg = make_config(method, rtol, atol, options, y0)
     if gradient == "adjoint" and not cfg.method.supports_adjoint:
@@ -335,9 +369,13 @@ def solve(
                               "(its backward solve has no position/velocity split); use "
                               "gradient='aca', which is exact")
     ps = _params(func, params) if gradient != "direct" else ()
+    plan = plan_segments(events, options, times)
     if y0.numel() == 0:  # nothing to integrate: the empty state at every time
         ys = y0.unsqueeze(0).expand(len(times), *y0.shape).clone()
         return Solution(ts=t_tensor, ys=ys, stats=Stats())
+    if plan is not None:  # events or tstops: ordinary solves between restarts
+        return _segmented(func, y0, t_tensor, times, cfg, plan, method=method, rtol=rtol,
+                          atol=atol, gradient=gradient, params=ps, compile=compile)
     needs_grad = torch.is_grad_enabled() and (
         y0.requires_grad or t_tensor.requires_grad or any(p.requires_grad for p in ps)
         or gradient == "direct")
@@ -354,16 +392,34 @@ def solve(
     return Solution(ts=t_tensor, ys=ys, stats=stats)
 
 
+def _segmented(func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float],
+               cfg: Config, plan: Plan, *, method: str, rtol: float | torch.Tensor,
+               atol: float | torch.Tensor, gradient: str, params: tuple[torch.Tensor, ...],
+               compile: bool) -> Solution:
+    """A solve cut at events and ``tstops`` (:mod:`physode.ode.segments`): each segment is
+    this module's own ``solve`` with the same settings."""
+
+    def run(y: torch.Tensor, t_seg: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        sol = solve(func, y, t_seg, method=method, rtol=rtol, atol=atol, gradient=gradient,
+                    params=params, options=plan.options, compile=compile)
+        return sol.ys, sol.stats
+
+    ys, stats, fired = solve_segments(func, y0, t, times, cfg, plan, run)
+    return Solution(ts=t, ys=ys, stats=stats, events=fired)
+
+
 def odeint(
     func: VectorField, y0: torch.Tensor, t: Times, *, method: str = "dopri5",
     rtol: float | torch.Tensor = 1e-6, atol: float | torch.Tensor = 1e-8,
     gradient: str = "aca", params: Iterable[torch.Tensor] | None = None,
     options: Mapping[str, object] | None = None, compile: bool = False,
+    per_sample: bool = False, events: Sequence[Event] | None = None,
 ) -> torch.Tensor:
     """Drop-in for ``torchdiffeq.odeint``: the states at times ``t``, shape
     ``(len(t), *y0.shape)``. See :func:`solve` for the arguments."""
     return solve(func, y0, t, method=method, rtol=rtol, atol=atol, gradient=gradient,
-                 params=params, options=options, compile=compile).ys
+                 params=params, options=options, compile=compile, per_sample=per_sample,
+                 events=events).ys
 
 
 __all__ = ["Solution", "check_state", "make_config", "odeint", "solve"]

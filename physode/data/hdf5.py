@@ -26,6 +26,14 @@ import numpy as np
 
 from physode.data.atomic import atomic_path
 from physode.data.h5safe import MAX_ATTRIBUTE_VALUES, MAX_VALUES, Expect, SafeReader
+from physode.data.hdf5_parts import (
+    PART_GROUPS,
+    read_declarations,
+    read_parts,
+    uses_parts,
+    write_declarations,
+    write_parts,
+)
 from physode.data.observations import Experiment, MetaValue, Observations
 from physode.data.schema import (
     OPTIONAL_PARTS,
@@ -37,6 +45,7 @@ from physode.data.schema import (
     raise_if,
     resolve_system,
     sigma_shapes,
+    system_args,
     violations,
 )
 from physode.errors import InvalidObservations
@@ -60,12 +69,15 @@ def save_observations(obs: Observations, path: str | os.PathLike[str],
         raise InvalidObservations(f"save_observations needs an Observations object, got "
                                   f"{type(obs).__name__}")
     if system is None:
-        system = resolve_system(obs.system, str(path))
+        system = resolve_system(obs.system, str(path), system_args(obs, str(path)))
     obs.validate(system)
-    dims = {v.name: v.dims for v in system.layout.variables}
+    dims = {v.name: v.dims for v in (*system.observable_vars, *system.layout.variables)}
     with atomic_path(path) as tmp, _new_file(tmp) as f:
         f.attrs["schema"] = SCHEMA_NAME
-        f.attrs["schema_version"] = np.int64(obs.schema_version)
+        version = obs.schema_version
+        if obs.declarations or any(uses_parts(e) for e in obs.experiments):
+            version = max(version, 2)  # the parts need schema 2
+        f.attrs["schema_version"] = np.int64(version)
         f.attrs["system"] = obs.system
         f.attrs["creator"] = obs.creator
         for key, value in obs.metadata.items():
@@ -77,6 +89,7 @@ def save_observations(obs: Observations, path: str | os.PathLike[str],
                 ds = _create(pg, name, value)
                 if name in obs.parameter_units:
                     ds.attrs["units"] = obs.parameter_units[name]
+        write_declarations(f, obs.declarations, _create, _group)
         eg = _group(f, "experiments")
         eg.attrs["names"] = _names_attr(e.name for e in obs.experiments)
         for exp in obs.experiments:
@@ -169,6 +182,7 @@ def _write_experiment(g: Any, exp: Experiment, obs: Observations,
             ds = _create(pg, name, v)
             if part != "mask" and name in obs.units:
                 ds.attrs["units"] = obs.units[name]
+    write_parts(g, exp, _create, _group)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -232,7 +246,7 @@ def load_observations(path: str | os.PathLike[str], system: System | str | None 
     found: list[str] = []
     if system is None:
         try:
-            system = resolve_system(obs.system, source)
+            system = resolve_system(obs.system, source, system_args(obs, source))
         except InvalidObservations as exc:
             found.append(str(exc))
     else:
@@ -244,7 +258,7 @@ def load_observations(path: str | os.PathLike[str], system: System | str | None 
         if dims is None:
             continue
         where = f"{location(source, f'/experiments/{exp_name}/values', var)}: attribute 'dims'"
-        sv = system.layout.by_name.get(var) if system is not None else None
+        sv = system.output_var(var) if system is not None else None
         if sv is not None and dims != ("time", *sv.dims):
             found.append(f"{where} {list(dims)} does not match the system's "
                          f"{['time', *sv.dims]}")
@@ -276,7 +290,8 @@ def _read(r: SafeReader) -> Observations:
     system = r.str_attr(f, "system", required=True) or ""
     creator = r.str_attr(f, "creator") or ""
     metadata = r.metadata(f, skip=RESERVED_ROOT_ATTRS)
-    r.unexpected(f, "/", ("parameters", "experiments"))
+    r.unexpected(f, "/", ("parameters", "experiments", "declarations"))
+    declarations = read_declarations(r, f)
 
     parameters: dict[str, np.ndarray] = {}
     parameter_units: dict[str, str] = {}
@@ -312,7 +327,7 @@ def _read(r: SafeReader) -> Observations:
     return Observations(system=system, experiments=experiments, units=units,
                         time_units=time_units[0], parameters=parameters,
                         parameter_units=parameter_units, metadata=metadata, creator=creator,
-                        schema_version=version)
+                        schema_version=version, declarations=declarations)
 
 
 def _time_shape(shape: tuple[int, ...]) -> str | None:
@@ -324,7 +339,7 @@ def _time_shape(shape: tuple[int, ...]) -> str | None:
 def _read_experiment(r: SafeReader, g: Any, name: str, units: dict[str, str],
                      time_units: list[str | None]) -> Experiment:
     gpath = f"/experiments/{name}"
-    r.unexpected(g, gpath, ("time", "values", *OPTIONAL_PARTS))
+    r.unexpected(g, gpath, ("time", "values", *OPTIONAL_PARTS, *PART_GROUPS))
     r.at(gpath)
     metadata = r.metadata(g)
     t = r.dataset(g, gpath, "time", expect=_time_shape)
@@ -379,9 +394,10 @@ def _read_experiment(r: SafeReader, g: Any, name: str, units: dict[str, str],
         parts[part] = {m: r.dataset(pg, ppath, m, kind="b" if part == "mask" else "f",
                                     expect=_part_shape(part, values.get(m)))
                        for m in members}
+    extra = read_parts(r, g, gpath)
     return Experiment(t=t, values=values, index=index, mask=parts.get("mask", {}),
                       sigma=parts.get("sigma", {}), y0=parts.get("y0"), t0=t0, name=name,
-                      metadata=metadata)
+                      metadata=metadata, **extra)
 
 
 def _part_shape(part: str, values: np.ndarray | None) -> Expect | None:

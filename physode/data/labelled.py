@@ -166,13 +166,18 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
     arrays: dict[str, list[Any]] = {}  # {data variable: [DataArray per experiment]}
     for exp in obs.experiments:
         for name in exp.values:
-            var = layout.by_name[name]
+            var = system.output_var(name)
+            if var is None:
+                raise InvalidArgument(f"experiment {exp.name!r}: {name!r} is neither a state "
+                                      f"variable nor an observable of {type(system).__name__}")
             coords: dict[str, Any] = {"time": ("time", exp.t.astype(np.float64), time_attrs)}
             for dim, c in dim_coords(var).items():
                 pos = exp.index.get(name, {}).get(dim)
                 coords[dim] = (dim, c if pos is None else c[pos])
             dims = ("time", *var.dims)
             attrs = var_attrs(var, obs.units.get(name, ""))
+            if name not in layout.by_name:
+                attrs["output_kind"] = "observable"
             arrays.setdefault(name, []).append(xr.DataArray(
                 exp.observed_values(name), dims=dims, coords=coords, attrs=attrs
             ).expand_dims(experiment=_coord([exp.name])))
@@ -195,7 +200,7 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
     ds = ds.reindex(experiment=_coord(names))
     order: dict[str, np.ndarray] = {}  # the outer join sorts labels; restore the system's order
     for name in obs.variables:
-        for dim, full in dim_coords(layout.by_name[name]).items():
+        for dim, full in dim_coords(system.output_var(name)).items():
             present = set(ds[dim].values.tolist())
             order.setdefault(dim, _coord([c for c in full.tolist() if c in present]))
     ds = ds.reindex(order)
@@ -209,6 +214,69 @@ def observations_to_xarray(obs: Observations, system: System | None = None) -> x
     for key, value in obs.metadata.items():
         attrs.setdefault(key, attr_value(value))
     ds.attrs = attrs
+    return protocol_labels(ds, obs)
+
+
+def protocol_labels(ds: xr.Dataset, obs: Observations) -> xr.Dataset:
+    """Label each experiment's protocol (schema 2): coordinates ``condition_<parameter>``
+    on ``experiment`` (a number, NaN where not set; a parameter name as text), a 0/1
+    coordinate ``preequilibrated``; the doses as ``dose_time``, ``dose_amount`` (NaN when
+    a parameter gives it; ``dose_amount_parameter``) and ``dose_target`` on
+    ``(experiment, dose)``; each input series as ``input_<name>`` on
+    ``(experiment, input_<name>_knot)`` with its times ``input_<name>_time``; and the noise
+    model of each observed output as the attribute ``noise_<experiment>``."""
+    exps = obs.experiments
+    names = sorted({k for e in exps for k in e.conditions})
+    for key in names:
+        vals = [e.conditions.get(key) for e in exps]
+        if any(isinstance(v, str) for v in vals):
+            col: np.ndarray = np.asarray(["" if v is None else str(v) for v in vals],
+                                         dtype=object)
+        else:
+            col = np.asarray([np.nan if v is None else float(np.asarray(v).reshape(-1)[0])
+                              for v in vals])
+        ds = ds.assign_coords({f"condition_{key}": ("experiment", col)})
+    if any(e.preequilibration is not None for e in exps):
+        ds = ds.assign_coords(preequilibrated=("experiment", np.asarray(
+            [int(e.preequilibration is not None) for e in exps], dtype=np.int8)))
+    n_dose = max(len(e.dosing) for e in exps)
+    if n_dose:
+        time = np.full((len(exps), n_dose), np.nan)
+        amount = np.full((len(exps), n_dose), np.nan)
+        target = np.full((len(exps), n_dose), "", dtype=object)
+        param = np.full((len(exps), n_dose), "", dtype=object)
+        for i, e in enumerate(exps):
+            for j, d in enumerate(e.dosing):
+                time[i, j], target[i, j] = d.time, d.target
+                if isinstance(d.amount, str):
+                    param[i, j] = d.amount
+                else:
+                    amount[i, j] = d.amount
+        dims = ("experiment", "dose")
+        ds = ds.assign(dose_time=(dims, time), dose_amount=(dims, amount),
+                       dose_amount_parameter=(dims, param), dose_target=(dims, target))
+    for key in sorted({k for e in exps for k in e.inputs}):
+        n = max(e.inputs[key].times.size for e in exps if key in e.inputs)
+        t = np.full((len(exps), n), np.nan)
+        v = np.full((len(exps), n), np.nan)
+        for i, e in enumerate(exps):
+            series = e.inputs.get(key)
+            if series is not None:
+                t[i, :series.times.size] = series.times
+                v[i, :series.times.size] = series.values.reshape(series.times.size, -1)[:, 0]
+        kinds = ", ".join(sorted({e.inputs[key].kind for e in exps if key in e.inputs}))
+        dims = ("experiment", f"input_{key}_knot")
+        ds = ds.assign({f"input_{key}_time": (dims, t),
+                        f"input_{key}": (dims, v, {"interpolation": kinds})})
+    for name in list(obs.variables):
+        if name not in ds:
+            continue
+        for e in exps:
+            spec = e.noise.get(name)
+            if spec is not None:
+                ds[name].attrs[f"noise_{e.name}"] = (f"{spec.distribution} ({spec.scale}), "
+                                                     f"sigma = a + b|y|, a = {spec.a}, "
+                                                     f"b = {spec.b}")
     return ds
 
 
@@ -229,6 +297,7 @@ def read_netcdf(path: str | os.PathLike[str]) -> xr.Dataset:
 
 __all__ = [
     "observations_to_xarray",
+    "protocol_labels",
     "read_netcdf",
     "solution_to_xarray",
     "system_attrs",

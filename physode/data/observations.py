@@ -33,15 +33,29 @@ from typing import Any
 import numpy as np
 
 from physode._version import __version__
+from physode.data.display import observations_html, observations_text
+from physode.data.experiment_parts import (
+    ConditionValue,
+    InputSeries,
+    NoiseSpec,
+    noise_spec,
+    normalize_conditions,
+    normalize_dosing,
+    normalize_inputs,
+    parts_equal,
+)
 from physode.data.schema import (
     RESERVED_ROOT_ATTRS,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     raise_if,
     resolve_system,
+    system_args,
     violations,
 )
 from physode.errors import InvalidObservations
+from physode.model.observables import Dose
+from physode.model.parameter import Parameter, coerce_parameter
 from physode.model.system import System
 
 
@@ -127,6 +141,16 @@ class Experiment:
         t0: time of ``y0`` (where a simulation of this experiment starts); default ``t[0]``.
         name: the experiment's name (its HDF5 group name), unique within a file.
         metadata: free-form attributes (str, bool, int, float or lists of them).
+        noise: ``{output: NoiseSpec}``, the noise model of observed outputs (schema 2;
+            see :mod:`physode.data.experiment_parts`); an output without one uses
+            ``sigma`` (normal noise).
+        conditions: ``{parameter: number or parameter name}``, this experiment's values.
+        dosing: boluses (:class:`~physode.model.observables.Dose`), sorted by time.
+        inputs: ``{name: InputSeries}``, forcing read as ``self.input(name, t)``.
+        preequilibration: None, or the condition ``{parameter: value}`` whose steady state
+            is the initial state.
+
+    ``values`` names state variables or observables the system declares.
     """
 
     t: np.ndarray
@@ -138,6 +162,11 @@ class Experiment:
     t0: float | None = None
     name: str = "exp0"
     metadata: dict[str, MetaValue] = field(default_factory=dict)
+    noise: dict[str, NoiseSpec] = field(default_factory=dict)
+    conditions: dict[str, ConditionValue | np.ndarray] = field(default_factory=dict)
+    dosing: list[Dose] = field(default_factory=list)
+    inputs: dict[str, InputSeries] = field(default_factory=dict)
+    preequilibration: dict[str, ConditionValue | np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         where = f"experiment {self.name!r}"
@@ -165,6 +194,14 @@ class Experiment:
             self.t0 = float(self.t[0]) if self.t.ndim == 1 and self.t.size else 0.0
         self.t0 = float(self.t0)
         self.metadata = normalize_metadata(self.metadata, where)
+        self.noise = {str(k): noise_spec(v, f"{where}: noise[{k!r}]")
+                      for k, v in dict(self.noise or {}).items()}
+        self.conditions = normalize_conditions(self.conditions, f"{where}: conditions")
+        self.dosing = normalize_dosing(self.dosing, f"{where}: dosing")
+        self.inputs = normalize_inputs(self.inputs, f"{where}: inputs")
+        if self.preequilibration is not None:
+            self.preequilibration = normalize_conditions(self.preequilibration,
+                                                         f"{where}: preequilibration")
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -196,6 +233,9 @@ class Observations:
         metadata: free-form file attributes.
         creator: the program that wrote the data (``"physode 0.1.0"``).
         schema_version: the file schema version the object corresponds to.
+        declarations: ``{name: Parameter}`` of the parameters the experiments introduce
+            (estimated noise coefficients, condition-specific parameters) that the system
+            does not have; :func:`physode.fit` adds them to the system.
     """
 
     system: str
@@ -207,8 +247,11 @@ class Observations:
     metadata: dict[str, MetaValue] = field(default_factory=dict)
     creator: str = field(default_factory=_creator)
     schema_version: int = SCHEMA_VERSION
+    declarations: dict[str, Parameter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.declarations = {str(k): coerce_parameter(v, str(k))
+                             for k, v in dict(self.declarations or {}).items()}
         if isinstance(self.experiments, Experiment):
             self.experiments = [self.experiments]
         self.experiments = list(self.experiments)
@@ -223,6 +266,12 @@ class Observations:
             raise InvalidObservations(f"file metadata uses reserved attribute name(s) {clash}")
 
     # ------------------------------------------------------------------ access
+    def __repr__(self) -> str:
+        return observations_text(self)
+
+    def _repr_html_(self) -> str:
+        return observations_html(self)
+
     def __len__(self) -> int:
         return len(self.experiments)
 
@@ -254,7 +303,8 @@ class Observations:
         """A fresh instance of the observed system, looked up in the registry only (a
         ``"module:Class"`` name is refused, never imported: the name may come from a file);
         with ``truth=True`` the recorded parameter values are applied to it."""
-        system = resolve_system(self.system, "<Observations>")
+        system = resolve_system(self.system, "<Observations>",
+                                system_args(self, "<Observations>"))
         if truth and self.parameters:
             system.set_params(**self.parameters)
         return system
@@ -287,8 +337,13 @@ def _obs_equal(a: Observations, b: Observations) -> bool:
         return False
     if not dict_eq(a.parameters, b.parameters) or len(a.experiments) != len(b.experiments):
         return False
+    if list(a.declarations) != list(b.declarations) or any(
+            a.declarations[k].describe() != b.declarations[k].describe() for k in a.declarations):
+        return False
     for x, y in zip(a.experiments, b.experiments):
         if (x.name, x.t0, x.metadata) != (y.name, y.t0, y.metadata) or not arr_eq(x.t, y.t):
+            return False
+        if not parts_equal(x, y):
             return False
         if not (dict_eq(x.values, y.values) and dict_eq(x.mask, y.mask)
                 and dict_eq(x.sigma, y.sigma)):

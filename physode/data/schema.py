@@ -14,22 +14,26 @@ systems, never make physode import a module (see :func:`resolve_system`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from physode.errors import InvalidObservations, PhysodeError
+from physode.data.experiment_parts import parts_violations
+from physode.errors import InvalidObservations, PhysodeError, UnknownSystem
 from physode.model import registry
 from physode.model.system import System
 from physode.ode.times import times_problem
 
 SCHEMA_NAME = "physode.observations"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Root attributes with a meaning in the schema; every other root attribute is metadata.
 RESERVED_ROOT_ATTRS = ("schema", "schema_version", "system", "creator")
+#: Root attribute (metadata) with the JSON arguments that rebuild a system defined by data
+#: (a reaction network from strings): written by ``simulate``, read by :func:`system_args`.
+SYSTEM_ARGS_ATTR = "system_args"
 #: Optional per-experiment groups, beside the required ``time`` and ``values``.
 OPTIONAL_PARTS = ("mask", "sigma", "y0")
 
@@ -45,6 +49,11 @@ class ExperimentLike(Protocol):
     mask: dict[str, np.ndarray]
     sigma: dict[str, np.ndarray]
     y0: dict[str, np.ndarray] | None
+    noise: dict[str, Any]
+    conditions: dict[str, Any]
+    dosing: list[Any]
+    inputs: dict[str, Any]
+    preequilibration: dict[str, Any] | None
 
 
 class ObservationsLike(Protocol):
@@ -77,17 +86,39 @@ def system_label(system: System) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def resolve_system(name: Any, source: str) -> System:
-    """Build the system a file names, from the registry only, or raise InvalidObservations
-    naming the root attribute and listing the known systems. A ``"module:Class"`` name
-    read from a file is refused, never imported."""
+def system_args(obs: Any, source: str) -> dict[str, Any]:
+    """The arguments that rebuild the system a file names (root attribute
+    :data:`SYSTEM_ARGS_ATTR`, JSON text of an object; ``{}`` when absent). JSON decodes to
+    data only (str, numbers, lists, dicts): a file can configure a registered system,
+    never run code."""
+    raw = getattr(obs, "metadata", {}).get(SYSTEM_ARGS_ATTR)
+    if raw is None:
+        return {}
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise InvalidObservations(f"{source}: root attribute {SYSTEM_ARGS_ATTR!r}: expected the "
+                                  f"JSON text of an object, got {str(raw)[:80]!r}")
+    return args
+
+
+def resolve_system(name: Any, source: str, args: Mapping[str, Any] | None = None) -> System:
+    """Build the system a file names, from the registry only (with ``args``, the file's
+    :func:`system_args`), or raise InvalidObservations naming the root attribute and
+    listing the known systems. A ``"module:Class"`` name read from a file is refused,
+    never imported."""
     where = f"{source}: root attribute 'system'"
     if not isinstance(name, str) or not name:
         raise InvalidObservations(f"{where}: system name must be a non-empty string, got {name!r}")
     try:
-        return registry.get(name, references=False)
-    except PhysodeError as exc:
+        return registry.get(name, references=False, **dict(args or {}))
+    except UnknownSystem as exc:
         raise InvalidObservations(f"{where}: unknown system {name!r} ({exc})") from None
+    except PhysodeError as exc:
+        raise InvalidObservations(f"{where}: cannot build system {name!r} from root attribute "
+                                  f"{SYSTEM_ARGS_ATTR!r} ({exc})") from None
     except Exception as exc:  # a registered factory that cannot be built without arguments
         raise InvalidObservations(
             f"{where}: cannot build system {name!r} ({type(exc).__name__}: {exc}); pass "
@@ -156,15 +187,12 @@ def violations(obs: ObservationsLike, system: System | None, source: str,
                    f"supported version (1..{SCHEMA_VERSION})")
     if system is None and resolve:
         try:
-            system = resolve_system(obs.system, source)
+            system = resolve_system(obs.system, source, system_args(obs, source))
         except InvalidObservations as exc:
             out.append(str(exc))
-    if system is not None and obs.parameters:
-        _parameter_violations(obs.parameters, system, source, out)
-    for name in obs.parameter_units:
-        if name not in obs.parameters:
-            out.append(f"{location(source, '/parameters', name)}: units given for a parameter "
-                       "without a value")
+    # Known parameter values (the truth of simulated data) are information, never a
+    # constraint on which model may be fitted: they are not checked against the system.
+    _parameter_violations(obs.parameters, source, out)
     if not obs.experiments:
         out.append(f"{location(source, '/experiments')}: no experiments")
     names = [e.name for e in obs.experiments]
@@ -175,34 +203,43 @@ def violations(obs: ObservationsLike, system: System | None, source: str,
         if name not in obs.variables:
             out.append(f"{source}: units given for {name!r}, which is not observed")
     layout = system.layout if system is not None else None
+    outputs = Outputs(system) if system is not None else None
+    declared = getattr(obs, "declarations", {})
     for exp in obs.experiments:
-        experiment_violations(exp, layout, source, out)
+        experiment_violations(exp, layout, source, out, outputs)
+        parts_violations(exp, system, declared, location(source, f"/experiments/{exp.name}"),
+                         out)
     return out
 
 
-def _parameter_violations(parameters: Mapping[str, np.ndarray], system: System, source: str,
+class Outputs:
+    """What an experiment may observe: the system's state variables and observables."""
+
+    def __init__(self, system: System) -> None:
+        self.by_name = dict(system.layout.by_name)
+        self.by_name.update({k: v for k, v in system.observable_by_name.items()
+                             if k not in self.by_name})
+        self.states = tuple(system.layout.names)
+        self.observables = tuple(system.observable_names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.states, *self.observables)
+
+
+def _parameter_violations(parameters: Mapping[str, np.ndarray], source: str,
                           out: list[str]) -> None:
-    specs = system.parameter_specs()
+    """The values themselves must be finite numbers; names, shapes and bounds are the
+    fitted model's business (a file may hold the truth of another model)."""
     for name, value in parameters.items():
-        where = location(source, "/parameters", name)
-        if name not in specs:
-            out.append(f"{where}: {type(system).__name__} has no parameter {name!r} "
-                       f"(its parameters: {list(specs)})")
-        elif value.shape != specs[name].shape:
-            out.append(f"{where}: shape {value.shape} does not match the parameter's shape "
-                       f"{specs[name].shape}")
-        elif not np.all(np.isfinite(value)):
-            out.append(f"{where}: parameter value is not finite")
-        else:
-            try:
-                specs[name].check(torch.as_tensor(value), name)
-            except PhysodeError as exc:
-                out.append(f"{where}: {exc}")
+        if not np.all(np.isfinite(value)):
+            out.append(f"{location(source, '/parameters', name)}: parameter value is not finite")
 
 
 def experiment_violations(exp: ExperimentLike, layout: Any, source: str,
-                          out: list[str]) -> None:
-    """Append the rules one experiment breaks (``layout``: the system's, or None)."""
+                          out: list[str], outputs: Outputs | None = None) -> None:
+    """Append the rules one experiment breaks (``layout``: the system's, or None;
+    ``outputs``: its state variables and observables, what ``values`` may name)."""
     g = f"/experiments/{exp.name}"
     problem = times_problem(exp.t, decreasing=False)
     if problem is not None:
@@ -224,7 +261,8 @@ def experiment_violations(exp: ExperimentLike, layout: Any, source: str,
                 out.append(f"{location(source, g + '/' + part, k)}: variable {k!r} is not "
                            f"observed (no dataset '{g}/values/{k}')")
     for name, v in exp.values.items():
-        _values_violations(exp, name, v, layout, n_t, source, out)
+        _values_violations(exp, name, v, outputs if outputs is not None else layout, n_t,
+                           source, out)
     for name, v in (exp.y0 or {}).items():
         where = location(source, g + "/y0", name)
         var = layout.by_name.get(name) if layout is not None else None
@@ -244,8 +282,11 @@ def _values_violations(exp: ExperimentLike, name: str, v: np.ndarray, layout: An
     if layout is not None:
         var = layout.by_name.get(name)
         if var is None:
-            out.append(f"{where}: the system has no state variable {name!r} (its variables "
-                       f"are {list(layout.names)})")
+            observables = list(getattr(layout, "observables", ()))
+            states = list(getattr(layout, "states", layout.names))
+            out.append(f"{where}: the system has no state variable {name!r} and no "
+                       f"observable of that name (its variables are {states}, its "
+                       f"observables {observables})")
     expected = None
     if var is not None:
         comp = _observed_shape(var, exp.index.get(name, {}), where, out)
@@ -312,6 +353,7 @@ __all__ = [
     "RESERVED_ROOT_ATTRS",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
+    "SYSTEM_ARGS_ATTR",
     "ExperimentLike",
     "ObservationsLike",
     "experiment_violations",
@@ -319,6 +361,7 @@ __all__ = [
     "name_mismatch",
     "raise_if",
     "resolve_system",
+    "system_args",
     "sigma_shapes",
     "system_label",
     "violations",

@@ -8,6 +8,7 @@ save to HDF5 with :func:`physode.save_observations`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from physode.data.observations import Experiment, Observations
-from physode.data.schema import system_label
+from physode.data.schema import SYSTEM_ARGS_ATTR, system_label
 from physode.errors import InvalidArgument, SolverError
 from physode.model import registry
 from physode.model.system import System
@@ -148,6 +149,9 @@ def simulate(
     }
     for name, level in noise_by_var.items():
         info[f"noise_{name}"] = float(level)
+    args = system.registry_args()  # a system defined by data: the file rebuilds it
+    if args is not None:
+        info[SYSTEM_ARGS_ATTR] = json.dumps(args)
     info.update(dict(metadata or {}))
     layout = system.layout
     return Observations(

@@ -39,6 +39,9 @@ class Estimate:
     truth: dict[str, float] = field(default_factory=dict)
     #: ``{free name: shape}`` (``"y0.<var>"`` included): how labels group into names
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: what was minimised: ``kind``, ``value``, ``priors``, ``noise``
+    #: (:func:`physode.estimate.likelihood.describe_objective`)
+    objective: dict[str, Any] = field(default_factory=dict)
 
     def by_name(self, per_label: np.ndarray) -> dict[str, np.ndarray]:
         """``per_label`` (one entry per label) regrouped as ``{free name: array of its
@@ -102,6 +105,9 @@ class Trajectories:
     fitted: list[np.ndarray] = field(default_factory=list)
     fine_t: list[np.ndarray] = field(default_factory=list)
     fine_states: list[np.ndarray] = field(default_factory=list)
+    #: every observed output (states and observables) at the observation times, one
+    #: ``{name: (n_t, *shape)}`` per experiment
+    outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     @property
     def available(self) -> bool:

@@ -1,27 +1,33 @@
-"""The estimation problem behind :func:`physode.fit`: residuals of a system against data.
+"""The estimation problem behind :func:`physode.fit`: the objective of a system against data.
 
-Weighted least squares, i.e. the Gaussian negative log-likelihood up to constants
+The objective is the negative log-likelihood of the data under each output's noise model,
+plus the priors (:mod:`physode.estimate.likelihood`). For schema-1 data (no noise model)
+it is weighted least squares, the Gaussian negative log-likelihood up to constants
 (Bates & Watts, *Nonlinear Regression Analysis and Its Applications*, 1988, ch. 2):
 
     r_i = (model_i(theta) - observed_i) / sigma_i,   chi2 = sum_i r_i^2
 
 over every observed, unmasked point of every experiment. sigma comes from the
 observations; a variable without one gets sigma = 1 and a single shared noise level is
-estimated from the residuals afterwards (``sigma_estimated``). All experiments share the
-system's parameters. Unknown initial states (``system.set_initial_state(unknown=...)``)
-are fitted per experiment: :func:`prepare_initial_states` gives the system one guess per
-experiment, explicitly (``fit`` calls it; :class:`FitProblem` itself never changes the
-system except through :meth:`FitProblem.set_vector`). Experiments with the same start time
-and observation times are solved together in the batch dimension; an experiment observed
-only at its start time needs no solve. :class:`FitProblem` is the only road from the
-estimator to the solver. It trusts its observations to be valid for the system (loading
-validates them; ``fit`` validates an :class:`~physode.data.observations.Observations` it is
-handed).
+estimated from the residuals afterwards (``sigma_estimated``). An output is a state
+variable or an observable the system declares (``system.observables``). Experiments share
+the system's parameters except those their condition sets
+(:mod:`physode.estimate.conditions`). Unknown initial states
+(``system.set_initial_state(unknown=...)``) are fitted per experiment:
+:func:`prepare_initial_states` gives the system one guess per experiment, explicitly
+(``fit`` calls it; :class:`FitProblem` itself never changes the system except through
+:meth:`FitProblem.set_vector`). Experiments with the same start time, observation times
+and setup (condition, inputs, dosing) are solved together in the batch dimension; an
+experiment observed only at its start time needs no solve. :class:`FitProblem` is the
+only road from the estimator to the solver. It trusts its observations to be valid for the
+system (loading validates them; ``fit`` validates an
+:class:`~physode.data.observations.Observations` it is handed).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +37,10 @@ from torch import Tensor, nn
 
 from physode.data.observations import Experiment, Observations
 from physode.errors import InvalidArgument, SolverError
+from physode.estimate.conditions import ConditionedField
+from physode.estimate.jacobian import initial_tangents, residual_jacobian, rows_jacobian
+from physode.estimate.likelihood import Series, assemble, make_series, prior_terms
+from physode.estimate.protocol import ExperimentSetup, PreequilibrationSetup, steady_initial_state
 from physode.estimate.sensitivity import SensitivityField
 from physode.estimate.settings import SolverSettings
 from physode.model.system import System
@@ -38,32 +48,19 @@ from physode.ode.solve import solve
 
 
 @dataclass
-class Series:
-    """One observed variable of one experiment, prepared for residuals."""
-
-    exp: int
-    var: str
-    state: slice
-    shape: tuple[int, ...]
-    index: list[tuple[int, Tensor]]
-    obs: Tensor
-    inv_sigma: Tensor
-    valid: Tensor
-    count: int
-
-
-@dataclass
 class Group:
-    """Experiments solved together: same start time and observation times."""
+    """Experiments solved together: same start time, observation times and setup."""
 
     exps: list[int]
     grid: Tensor
     drop_first: bool
+    field: nn.Module | None = None
+    setup: ExperimentSetup | None = None
 
 
 @dataclass
 class Evaluation:
-    """Weighted residuals (and their Jacobian w.r.t. the fitted vector, when asked)."""
+    """Residuals (and their Jacobian w.r.t. the fitted vector, when asked)."""
 
     r: np.ndarray
     J: np.ndarray | None = None
@@ -78,12 +75,12 @@ def start_time(exp: Experiment) -> float:
 
 def experiment_initial_states(system: System, observations: Observations) -> Tensor:
     """``(n_experiments, state_size)`` float64: each experiment's initial state, from its
-    ``y0`` where the observations give one (and the variable is not unknown), else from
-    the system's reference ``y0`` (one row per experiment, or one shared row). Pure."""
+    ``y0`` where the observations give one (for an unknown variable: the starting guess
+    of its fit), else from the system's reference ``y0`` (one row per experiment, or one
+    shared row). Pure."""
     layout = system.layout
     exps = observations.experiments
     ref = system.y0
-    unknown = set(system.unknown_initial_state)
     ref_t = next(iter(system.parameters()), None)
     device = ref_t.device if ref_t is not None else torch.device("cpu")
     rows = []
@@ -97,8 +94,7 @@ def experiment_initial_states(system: System, observations: Observations) -> Ten
                                       f"match {len(exps)} experiment(s)")
             values = layout.unpack(base.clone())
         for name, v in (exp.y0 or {}).items():
-            if name not in unknown:
-                values[name] = torch.as_tensor(v, dtype=torch.float64)
+            values[name] = torch.as_tensor(v, dtype=torch.float64)
         missing = [n for n in layout.names if n not in values]
         if missing:
             raise InvalidArgument(
@@ -122,11 +118,13 @@ def prepare_initial_states(system: System, observations: Observations) -> None:
 
 
 class FitProblem:
-    """Residuals of ``system`` against ``observations`` as functions of the fitted vector.
+    """The objective of ``system`` against ``observations`` as a function of the fitted
+    vector, as one residual vector (see :mod:`physode.estimate.likelihood`).
 
     The fitted vector is ``system.free_vector()`` (unconstrained free parameters, then
     unknown initial states) followed, when ``learnable`` is True, by the flattened
-    weights of the learnable parts (``system.learnable_parameters()``).
+    weights of the learnable parts (``system.learnable_parameters()``). ``n_data`` counts
+    the data points; ``n_residuals`` the residual vector (data, ln-sigma terms, priors).
     """
 
     def __init__(self, system: System, observations: Observations,
@@ -147,6 +145,12 @@ class FitProblem:
         self._y0_free = system.initial_state_parameters()
         self.y0_fitted = bool(self._y0_free)
         self._check_initial_state_parameters()
+        self.setups = [ExperimentSetup(system, exp, self.device)
+                       for exp in observations.experiments]
+        self._preeq = {e: (s.preeq if s.preeq else None) for e, s in enumerate(self.setups)
+                       if s.preeq is not None}
+        self._preeq_fields = {e: self.system if c is None else ConditionedField(
+            self.system, PreequilibrationSetup(c)) for e, c in self._preeq.items()}
         self._setup_series()
         self._setup_groups()
         self.physical = list(system.free_parameters())
@@ -155,7 +159,12 @@ class FitProblem:
         self.n_physical = sum(p.numel() for p in self.physical)
         self.n_params = sum(p.numel() for p in self.params)
         self._nfe = 0
-        self._sens: tuple[bool, SensitivityField, Tensor] | None = None
+        self._sens: dict[bool, tuple[list[SensitivityField], Tensor, int,
+                                     dict[str, Tensor]]] = {}
+        with torch.no_grad():
+            n_prior = sum(int(r.numel()) for r in prior_terms(system)[0])
+        self.n_residuals = self.n_data + sum(s.count for s in self.series if s.varying) + n_prior
+        self.objective_value = math.nan
 
     # ------------------------------------------------------------------ setup
     def _check_initial_state_parameters(self) -> None:
@@ -172,7 +181,19 @@ class FitProblem:
                     "first (physode.fit does)")
 
     def initial_states(self) -> Tensor:
-        """``(n_experiments, state_size)``; differentiable when initial states are fitted."""
+        """``(n_experiments, state_size)``; differentiable when initial states are fitted
+        or pre-equilibrated (the steady state of the pre-condition, IFT gradients)."""
+        y0 = self._given_initial_states()
+        if not self._preeq:
+            return y0
+        rows = list(y0.unbind(0))
+        for e, func in self._preeq_fields.items():
+            exp = self.obs.experiments[e]
+            rows[e] = steady_initial_state(func, rows[e], start_time(exp),
+                                           f"experiment {exp.name!r}")
+        return torch.stack(rows)
+
+    def _given_initial_states(self) -> Tensor:
         if not self.y0_fitted:
             return self._y0_const
         n_exp = len(self.obs.experiments)
@@ -187,46 +208,42 @@ class FitProblem:
         return torch.cat(parts, dim=-1)
 
     def _setup_series(self) -> None:
-        layout = self.system.layout
         self.series: list[Series] = []
         any_missing_sigma = False
+        self._observables: list[list[str]] = []
+        self._times: list[Tensor] = []
+        states = set(self.system.layout.names)
         for e, exp in enumerate(self.obs.experiments):
+            self._observables.append([n for n in exp.values if n not in states])
+            self._times.append(torch.as_tensor(exp.t, dtype=self.dtype, device=self.device))
             for name, values in exp.values.items():
-                var = layout.by_name[name]
-                index = [(var.dims.index(d), torch.as_tensor(p, dtype=torch.long,
-                                                             device=self.device))
-                         for d, p in exp.index.get(name, {}).items()]
-                obs = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
-                valid = torch.isfinite(obs)
-                if name in exp.mask:
-                    valid &= ~torch.as_tensor(exp.mask[name], device=self.device)
-                sigma = exp.sigma.get(name)
-                if sigma is None:
-                    any_missing_sigma = True
-                    inv = torch.ones_like(obs)
-                else:
-                    inv = 1.0 / torch.as_tensor(np.broadcast_to(sigma, values.shape).copy(),
-                                                dtype=self.dtype, device=self.device)
-                obs = torch.where(valid, obs, torch.zeros_like(obs))
-                self.series.append(Series(e, name, layout.slices[name], var.shape, index,
-                                          obs, inv, valid, int(valid.sum())))
+                series, missing = make_series(self.system, e, exp, name, values, self.device)
+                any_missing_sigma |= missing
+                self.series.append(series)
         self.sigma_estimated = any_missing_sigma
         self.n_data = sum(s.count for s in self.series)
         if self.n_data == 0:
             raise InvalidArgument("the observations have no unmasked value to fit")
 
     def _setup_groups(self) -> None:
-        groups: dict[tuple[float, tuple[float, ...]], list[int]] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for e, exp in enumerate(self.obs.experiments):
-            groups.setdefault((start_time(exp), tuple(exp.t.tolist())), []).append(e)
+            key = (start_time(exp), tuple(exp.t.tolist()), self.setups[e].key)
+            groups.setdefault(key, []).append(e)
         self.groups = []
-        for (t0, times), exps in groups.items():
+        self.fields: list[nn.Module] = [self.system] * len(self.obs.experiments)
+        for (t0, times, _), exps in groups.items():
             grid = list(times)
             drop = t0 < grid[0]
             if drop:
                 grid = [t0, *grid]
+            setup = self.setups[exps[0]]
+            func: nn.Module = self.system if setup.trivial else ConditionedField(self.system,
+                                                                                setup)
+            for e in exps:
+                self.fields[e] = func
             self.groups.append(Group(exps, torch.tensor(grid, dtype=self.dtype,
-                                                        device=self.device), drop))
+                                                        device=self.device), drop, func, setup))
 
     # ------------------------------------------------------------------ vector
     def get_vector(self) -> np.ndarray:
@@ -245,15 +262,23 @@ class FitProblem:
 
     # ------------------------------------------------------------------ model
     def _solve_states(self, func: nn.Module, y0: Tensor, group: Group,
-                      gradient: str | None) -> Tensor:
-        """``(n_t, B, size)``: the states of ``group`` at its observation times."""
+                      gradient: str | None,
+                      sens: tuple[dict[str, Tensor], int] | None = None) -> Tensor:
+        """``(n_t, B, size)``: the states of ``group`` at its observation times (``sens``:
+        the tangents when ``func`` is the sensitivity field, for the dosing jumps)."""
         if group.grid.numel() == 1:  # observed only at the start: the initial state
             return y0.unsqueeze(0)
         s = self.solver
+        options, events = s.options, None
+        if group.setup is not None:
+            span = (float(group.grid[0]), float(group.grid[-1]))
+            options, events = group.setup.solve_options(s.options, span, sens)
         try:
             sol = solve(func, y0, group.grid, method=s.method, rtol=s.rtol, atol=s.atol,
                         gradient=s.gradient if gradient is None else gradient,
-                        options=s.options, compile=self.compile)
+                        options=options, compile=self.compile and events is None
+                        and (group.setup is None or group.setup.trivial),
+                        events=events)
         except SolverError as exc:
             names = ", ".join(repr(self.obs.experiments[e].name) for e in group.exps)
             raise SolverError(f"experiment {names}: {exc}", exc.t) from exc
@@ -270,8 +295,8 @@ class FitProblem:
                 t0, t_end = start_time(exp), float(exp.t[-1])
                 t = np.linspace(t0, t_end, max(int(n), 2)) if t_end != t0 else np.array([t0])
                 grid = Group([e], torch.as_tensor(t, dtype=self.dtype, device=self.device),
-                             False)
-                ys = self._solve_states(self.system, y0[e:e + 1], grid, None)
+                             False, setup=self.setups[e])
+                ys = self._solve_states(self.fields[e], y0[e:e + 1], grid, None)
                 ts.append(t)
                 states.append(ys[:, 0].cpu().numpy())
         return ts, states
@@ -283,33 +308,59 @@ class FitProblem:
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
             for g in self.groups:
-                ys = self._solve_states(self.system, y0[g.exps], g, None)
+                assert g.field is not None
+                ys = self._solve_states(g.field, y0[g.exps], g, None)
                 for b, e in enumerate(g.exps):
                     out[e] = ys[:, b]
         return out  # type: ignore[return-value]
 
-    def _select(self, s: Series, x: Tensor, lead: int) -> Tensor:
-        """Observed components of a state variable: ``x`` is ``(*lead dims, var size)``."""
-        x = x.reshape(*x.shape[:-1], *s.shape) if s.shape else x.squeeze(-1)
-        for axis, pos in s.index:
-            x = x.index_select(lead + axis, pos)
-        return x
+    def outputs(self, e: int, states: Tensor) -> dict[str, Tensor]:
+        """Experiment ``e``'s state variables ``(n_t, *shape)`` and the observables it
+        observes, from its states ``(n_t, state_size)`` (call under its setup)."""
+        named = self.system.layout.unpack(states)
+        names = self._observables[e]
+        if names:
+            named.update(self.system.evaluate_observables(self._times[e], dict(named), names))
+        return named
+
+    def predict_outputs(self) -> list[dict[str, np.ndarray]]:
+        """Every observed output of every experiment at its observation times."""
+        states = self.predict()
+        out = []
+        with torch.no_grad():
+            for e, exp in enumerate(self.obs.experiments):
+                with self.setups[e].applied(self.system):
+                    named = self.outputs(e, states[e])
+                out.append({k: named[k].cpu().numpy() for k in exp.values})
+        return out
+
+    def _assemble(self, states: list[Tensor], check: bool) -> tuple[Tensor, Tensor, int]:
+        return assemble(self.system, self.series, lambda e: self.outputs(e, states[e]),
+                        self._applied, check)
+
+    def _applied(self, e: int) -> AbstractContextManager[None]:
+        return self.setups[e].applied(self.system)
 
     def residual_tensor(self, states: list[Tensor]) -> Tensor:
-        parts = []
-        for s in self.series:
-            pred = self._select(s, states[s.exp][:, s.state], 1)
-            parts.append(((pred - s.obs) * s.inv_sigma)[s.valid])
-        return torch.cat(parts)
+        """The residual vector at ``states`` (differentiable); checks sigma > 0 and keeps
+        the exact objective in ``objective_value``."""
+        vec, total, _ = self._assemble(states, True)
+        self.objective_value = float(total.detach())
+        return vec
 
     def residuals(self) -> Evaluation:
-        """Weighted residuals at the current parameters (no gradient)."""
+        """The residual vector at the current parameters (no gradient)."""
         self._nfe = 0
         r = self.residual_tensor(self.predict())
         return Evaluation(r.detach().cpu().numpy(), nfe=self._nfe)
 
+    def objective(self) -> float:
+        """The exact objective now: -log likelihood (constants included) - log prior."""
+        self.residuals()
+        return self.objective_value
+
     def loss_and_grad(self) -> tuple[float, Tensor, np.ndarray]:
-        """``0.5 chi2 / n_data`` and its gradient w.r.t. the fitted vector (ACA by default)."""
+        """``0.5 Σ r² / n_data`` and its gradient w.r.t. the fitted vector (ACA by default)."""
         self._nfe = 0
         for p in self.params:
             p.grad = None
@@ -323,63 +374,71 @@ class FitProblem:
         return float(loss.detach()), g.detach(), r.detach().cpu().numpy()
 
     # ------------------------------------------------------------------ Jacobian
-    def _sensitivity_setup(self, physical_only: bool) -> tuple[SensitivityField, Tensor]:
+    def _sensitivity_setup(self, physical_only: bool
+                           ) -> tuple[list[SensitivityField], Tensor, int, dict[str, Tensor]]:
         params = self.physical if physical_only else self.params
-        names = {id(p): n for n, p in self.system.named_parameters()}
-        y0_names = {id(p): n for n, p in self._y0_free.items()}
-        P = sum(p.numel() for p in params)
-        n = self.system.state_size
-        n_exp = len(self.obs.experiments)
-        tangents: dict[str, Tensor] = {}
-        s0 = torch.zeros(n_exp, P, n, dtype=self.dtype, device=self.device)
-        k = 0
-        for p in params:
-            m = p.numel()
-            if id(p) in y0_names:
-                sl = self.system.layout.slices[y0_names[id(p)]]
-                size = sl.stop - sl.start
-                batched = p.dim() == 2
-                for j in range(m):
-                    e, i = (j // size, j % size) if batched else (None, j)
-                    if e is None:
-                        s0[:, k + j, sl.start + i] = 1.0
-                    else:
-                        s0[e, k + j, sl.start + i] = 1.0
-            else:
-                t = torch.zeros(P, m, dtype=p.dtype, device=p.device)
-                t[k:k + m] = torch.eye(m, dtype=p.dtype, device=p.device)
-                tangents[names[id(p)]] = t.reshape(P, *p.shape)
-            k += m
-        return SensitivityField(self.system, tangents, P), s0
+        P, tangents, s0 = initial_tangents(self.system, params, self._y0_free,
+                                           len(self.obs.experiments), self.dtype, self.device)
+        fields = []
+        for g in self.groups:
+            prefix = "" if g.field is self.system else "system."
+            fields.append(SensitivityField(g.field or self.system,
+                                           {prefix + k: v for k, v in tangents.items()}, P))
+        return fields, s0, P, tangents
 
-    def residuals_and_jacobian(self, physical_only: bool = False) -> Evaluation:
-        """Weighted residuals and their exact Jacobian w.r.t. the fitted vector (or only
-        its physical part), by forward sensitivities (:mod:`physode.estimate.sensitivity`)."""
+    def residuals_and_jacobian(self, physical_only: bool = False,
+                               information: bool = False) -> Evaluation:
+        """The residual vector and its exact Jacobian w.r.t. the fitted vector (or only its
+        physical part): states by forward sensitivities (:mod:`physode.estimate.sensitivity`),
+        then the residuals' own dependence by forward-mode differentiation.
+
+        ``information=True`` (for the covariance): the rows of the ``ln sigma`` terms are
+        multiplied by their residual ``q``, giving ``d ln sigma``; then ``J^T J`` is the
+        expected Fisher information of normal noise with a fitted sigma,
+        ``Σ (dμ)²/σ² + 2 (dσ)²/σ²`` (Seber & Wild, *Nonlinear Regression*, 1989, sec. 2.8),
+        where plain Gauss-Newton on the residuals counts the sigma part once."""
         key = bool(physical_only)
-        if self._sens is None or self._sens[0] != key:
-            self._sens = (key, *self._sensitivity_setup(key))
-        _, field_, s0 = self._sens
-        P = field_.n_dir
+        if key not in self._sens:
+            self._sens[key] = self._sensitivity_setup(key)
+        fields, s0, P, tangents = self._sens[key]
         self._nfe = 0
-        y0 = self.initial_states().detach()
+        params = self.physical if physical_only else self.params
+        if self._preeq:  # d(steady state)/d(fitted vector), by the IFT, one row per state
+            with torch.enable_grad():
+                y0g = self.initial_states()
+            s0 = s0.clone()
+            for e in self._preeq:
+                s0[e] = self._rows_jacobian(y0g[e], params, P)
+            y0 = y0g.detach()
+        else:
+            y0 = self.initial_states().detach()
         n = y0.shape[-1]
         states: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         sens: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         with torch.no_grad():
-            for g in self.groups:
+            for g, field_ in zip(self.groups, fields):
                 z0 = torch.cat([y0[g.exps], s0[g.exps].reshape(len(g.exps), P * n)], -1)
-                zs = self._solve_states(field_, z0, g, None)
+                zs = self._solve_states(field_, z0, g, None, (tangents, P))
                 for b, e in enumerate(g.exps):
                     states[e] = zs[:, b, :n]
                     sens[e] = zs[:, b, n:].reshape(-1, P, n)
             r = self.residual_tensor(states)
-            cols = []
-            for s in self.series:
-                d = self._select(s, sens[s.exp][..., s.state], 2)  # (n_t, P, *obs)
-                d = d.movedim(1, -1) * s.inv_sigma.unsqueeze(-1)
-                cols.append(d[s.valid])
-            J = torch.cat(cols) if cols else torch.zeros(0, P)
+        J = self._jacobian(states, sens, params, P)
+        if information:
+            n_q = sum(s.count for s in self.series if s.varying)
+            rows = slice(self.n_data, self.n_data + n_q)
+            J[rows] = J[rows] * r[rows].unsqueeze(-1)
         return Evaluation(r.cpu().numpy(), J.cpu().numpy(), nfe=self._nfe)
+
+    def _rows_jacobian(self, y: Tensor, params: list[nn.Parameter], P: int) -> Tensor:
+        """``(P, n)``: d y / d(fitted vector) (:func:`rows_jacobian`)."""
+        return rows_jacobian(y, params, P)
+
+    def _jacobian(self, states: list[Tensor], sens: list[Tensor], params: list[nn.Parameter],
+                  P: int) -> Tensor:
+        """d(residual vector)/d(fitted vector) (:func:`residual_jacobian`)."""
+        return residual_jacobian(self.system, lambda xs: self._assemble(xs, False)[0], states,
+                                 sens, params, P, self.n_residuals)
 
     # ------------------------------------------------------------------ extras
     def physical_derivatives(self) -> np.ndarray:
@@ -412,7 +471,13 @@ class FitProblem:
         return text + (f", ... ({len(labels)} values)" if len(labels) > limit else "")
 
     def chi2(self, r: np.ndarray) -> float:
+        """``Σ r²`` of a residual vector (inf when any is not finite): the optimisers'
+        objective, ``2 (objective + constant)``."""
         return float(np.dot(r, r)) if np.all(np.isfinite(r)) else math.inf
+
+    def data_chi2(self, r: np.ndarray) -> float:
+        """The chi-square: ``Σ r²`` over the data residuals (the first ``n_data``)."""
+        return self.chi2(np.asarray(r)[:self.n_data])
 
 
 __all__ = ["Evaluation", "FitProblem", "Group", "Series"]

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from physode.errors import InvalidSystem
+from physode.model.priors import Prior
 
 _SCALES = ("linear", "log")
 
@@ -70,6 +71,8 @@ class Parameter:
             parameters logistic in ``log x``; multistart samples it log-uniformly.
         units: unit string carried into reports, HDF5 and xarray ``attrs["units"]``.
         description: one line for reports.
+        prior: a :class:`~physode.model.priors.Prior` (Normal, LogNormal, Laplace, Uniform);
+            :func:`physode.fit` then maximises the posterior (see :mod:`physode.model.priors`).
         name: normally set by the System (class attribute name or ``add_parameter``);
             given here it only makes construction errors name the parameter.
 
@@ -88,9 +91,14 @@ class Parameter:
         scale: str = "linear",
         units: str | None = None,
         description: str | None = None,
+        prior: Prior | None = None,
         name: str | None = None,
     ) -> None:
         self.name: str | None = name
+        if prior is not None and not isinstance(prior, Prior):
+            raise InvalidSystem(f"prior must be a physode.priors.Prior (Normal, LogNormal, "
+                                f"Laplace, Uniform), got {type(prior).__name__}")
+        self.prior = prior
         if scale not in _SCALES:
             raise InvalidSystem(f"parameter scale must be one of {_SCALES}, got {scale!r}")
         self.scale = scale
@@ -113,6 +121,8 @@ class Parameter:
         self.bounds: tuple[float, float] | None = bounds
         self.value = as_float64_tensor(value, "parameter value")
         self.check(self.value)
+        if prior is not None:
+            prior.check(self.value, name or "?")
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -155,6 +165,7 @@ class Parameter:
             "units": self.units,
             "description": self.description,
             "transform": self.transform,
+            "prior": None if self.prior is None else self.prior.describe(),
         }
 
     def replace(self, **changes: Any) -> Parameter:
@@ -166,6 +177,7 @@ class Parameter:
             "scale": self.scale,
             "units": self.units,
             "description": self.description,
+            "prior": self.prior,
         }
         value = changes.pop("value", self.value)
         unknown = set(changes) - set(kw)
@@ -186,6 +198,8 @@ class Parameter:
             extras.append(f"scale={self.scale!r}")
         if self.units:
             extras.append(f"units={self.units!r}")
+        if self.prior is not None:
+            extras.append(f"prior={self.prior!r}")
         value = self.value.item() if self.value.dim() == 0 else self.value.tolist()
         return f"Parameter({', '.join([repr(value), *extras])})"
 

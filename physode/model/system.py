@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from physode.errors import InvalidSystem
+from physode.model.display import Described
+from physode.model.observables import ExperimentHooks, active_overrides
 from physode.model.parameter import Parameter, as_float64_tensor, coerce_parameter, labels_for
 from physode.model.state import Layout, StateVar
 
@@ -37,7 +39,7 @@ class _Buffers(nn.Module):
     """Holds the fixed parameters as named buffers (moved by ``.to()``, saved in state_dict)."""
 
 
-class System(nn.Module):
+class System(ExperimentHooks, Described, nn.Module):
     """Base class of every physical system; subclass it and write :meth:`vector_field`.
 
     Class attributes a subclass may set:
@@ -221,7 +223,11 @@ class System(nn.Module):
             ) from None
 
     def param(self, name: str) -> Tensor:
-        """Current physical value of parameter ``name`` (differentiable w.r.t. the free vector)."""
+        """Current physical value of parameter ``name`` (differentiable w.r.t. the free vector);
+        inside :func:`physode.model.observables.overriding` the experiment's value."""
+        override = active_overrides(self)
+        if override is not None and name in override:
+            return override[name]
         spec = self._spec(name)
         if spec.fixed:
             return self._fixed_buffer(name)

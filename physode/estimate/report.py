@@ -32,7 +32,8 @@ def report(res: FitParts, correlation_threshold: float = 0.1) -> str:
     conv, stats, cfg, est = res.convergence, res.statistics, res.settings, res.estimate
     rows = [
         ("system", system_name(res.system)),
-        ("optimizer", cfg.optimizer),
+        ("optimizer", cfg.optimizer + (f" ({cfg.optimizer_reason})"
+                                       if cfg.optimizer_reason else "")),
         ("solver", f"{cfg.method} (rtol={cfg.rtol:g}, atol={cfg.atol:g}), gradient "
                    f"{cfg.gradient_name}, compiled: {'yes' if cfg.compile is True else 'no'}"),
         ("status", conv.status_text),
@@ -56,6 +57,10 @@ def report(res: FitParts, correlation_threshold: float = 0.1) -> str:
     if stats.sigma_estimated:
         rows.append(("noise sigma", f"{_g(stats.noise_sigma)} (estimated: the data give no "
                                     "sigma; covariance scaled by reduced chi-square)"))
+    objective = getattr(est, "objective", {})
+    if objective.get("kind") and objective["kind"] != "weighted least squares":
+        note = " (maximum a posteriori: likelihood x priors)" if objective.get("priors") else ""
+        rows.append(("objective", f"{objective['kind']} = {_g(objective['value'])}{note}"))
     starts = conv.starts
     if len(starts) > 1:
         best = min(range(len(starts)), key=lambda i: starts[i]["chi2"])
@@ -70,10 +75,12 @@ def report(res: FitParts, correlation_threshold: float = 0.1) -> str:
     if truth:
         header.insert(5, "truth")
     table = []
+    held = set(unc.at_bound)
     for i, label in enumerate(est.labels):
         value, err = float(est.values[i]), float(unc.stderr[i])
         rel = abs(err / value) * 100 if value != 0 and math.isfinite(err) else math.nan
-        row = [label, _g(value), _g(err, 4), "n/a" if math.isnan(rel) else f"{rel:.3g}%",
+        row = [label, _g(value), "at bound" if label in held else _g(err, 4),
+               "n/a" if math.isnan(rel) else f"{rel:.3g}%",
                _g(float(est.initial_values[i])), _bounds(*est.bounds[i]), est.units[i] or ""]
         if truth:
             row.insert(5, _g(truth[label]) if label in truth else "")
@@ -86,12 +93,17 @@ def report(res: FitParts, correlation_threshold: float = 0.1) -> str:
     if unc.nonidentifiable:
         lines.append("    not identifiable from these data (J^T W J singular along "
                      f"them): {', '.join(unc.nonidentifiable)}")
+    lines += [f"    {line}" for line in unc.practical.lines()]
     fixed = dict(est.fixed)
     if fixed:
         text = ", ".join(f"{k}={_g(float(np.asarray(v).reshape(-1)[0]))}" if np.size(v) == 1
                          else f"{k}={np.asarray(v).tolist()}" for k, v in fixed.items())
         lines.append(f"    fixed: {text}")
 
+    for key, title in (("priors", "[[Priors]]"), ("noise", "[[Noise models]]")):
+        if objective.get(key):
+            lines.append(title)
+            lines += [f"    {k}: {v}" for k, v in objective[key].items()]
     pairs = []
     C = unc.correlation
     labels = est.labels

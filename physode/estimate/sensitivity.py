@@ -18,9 +18,21 @@ beats M reverse (ACA) sweeps. Measured on the seed paper's three-body problem (P
 0.13 s with the compiled step (after ~20 s compilation); forward-mode dual numbers through
 the solver, 3 passes: 9.4 s; a Python loop of P ``jvp`` calls instead of ``vmap``: 25 s;
 reverse mode would need 9000 ACA sweeps of ~1 s each.
+
+Where an LM iteration's time goes (issue 19, SIR: 3 states, 2 rate constants, 3
+experiments, dopri5 rtol 1e-8; ``benchmarks/lm_cost.py``): all of it is the augmented
+solve — setting up the tangents is done once per fit and assembling the Jacobian is
+< 1 % — and the augmented field costs ~10x a plain evaluation eagerly (per-operation
+overhead of ``vmap``/``jvp``/``functional_call`` on a tiny state). ``jvp`` returns f
+itself with the tangents, so f is not evaluated a second time (-10 to -15 %). With the
+compiled loop (``fit(..., compile=True)``, :mod:`physode.ode.compiled_loop`) the
+augmented solve costs about one eager plain solve; the numbers are in the benchmark's
+output and the README.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,13 +68,16 @@ class SensitivityField(nn.Module):
         def field(y_: Tensor, ps_: dict[str, Tensor]) -> Tensor:
             return functional_call(self.system, ps_, (t, y_))
 
-        fy = field(y, ps)
+        # jvp returns f(t, y) with the tangents; it does not depend on the mapped tangent,
+        # so vmap hands it back unbatched (out_dims None) and f is not evaluated again.
+        dims: Any = (None, -2)
         if not self.names:
-            ds = vmap(lambda s_: jvp(lambda y_: field(y_, ps), (y,), (s_,))[1],
-                      in_dims=-2, out_dims=-2)(s)
+            out = vmap(lambda s_: jvp(lambda y_: field(y_, ps), (y,), (s_,)),
+                       in_dims=-2, out_dims=dims)(s)
         else:
-            ds = vmap(lambda s_, dp: jvp(field, (y, ps), (s_, dp))[1],
-                      in_dims=(-2, 0), out_dims=-2)(s, self.tangents)
+            out = vmap(lambda s_, dp: jvp(field, (y, ps), (s_, dp)),
+                       in_dims=(-2, 0), out_dims=dims)(s, self.tangents)
+        fy, ds = out[0], out[1]
         return torch.cat([fy, ds.reshape(*batch, self.n_dir * n)], dim=-1)
 
 

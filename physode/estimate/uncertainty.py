@@ -15,6 +15,9 @@ change the model: the right singular vectors of the column-scaled J with negligi
 singular values name the parameters involved, which are reported as not identifiable
 with NaN standard errors; the others get the pseudo-inverse covariance.
 
+Given the values and bounds, parameters at a bound are held there (no standard error) and
+the practical identifiability of the others is checked (:mod:`physode.estimate.identifiability`).
+
 Information criteria follow lmfit's convention (and Burnham & Anderson, *Model Selection
 and Multimodel Inference*, 2nd ed., 2002, sec. 2.2 and 6.4): with N data, P fitted values
 and chi2 the weighted sum of squares, ``AIC = N ln(chi2/N) + 2P`` and
@@ -27,6 +30,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from physode.estimate.identifiability import Practical, at_bound, practical, within_stderr
 
 #: Singular values of the column-normalised Jacobian below this fraction of the largest
 #: count as zero (sqrt of float64 epsilon would be too strict for solver-accurate J).
@@ -47,6 +52,13 @@ class Uncertainty:
     condition: float = float("nan")
     #: labels whose Jacobian column is zero: the model does not respond to them at all here.
     insensitive: list[str] = field(default_factory=list)
+    #: labels at a bound, correlated pairs, large relative stderrs, sloppy combinations
+    practical: Practical = field(default_factory=Practical)
+
+    @property
+    def at_bound(self) -> list[str]:
+        """Labels whose estimate lies on a bound (no standard error)."""
+        return self.practical.at_bound
 
 
 @dataclass(frozen=True)
@@ -87,9 +99,16 @@ def fit_statistics(chi2: float, n_data: int, n_physical: int, n_learnable: int,
 
 
 def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float,
-                 n_data: int, n_params: int, sigma_estimated: bool) -> Uncertainty:
+                 n_data: int, n_params: int, sigma_estimated: bool, *,
+                 values: np.ndarray | None = None,
+                 bounds: list[tuple[float, float]] | None = None,
+                 scales: np.ndarray | None = None) -> Uncertainty:
     """Covariance of the physical parameters from the weighted-residual Jacobian ``J``
-    (``(n_residuals, P)``, w.r.t. the unconstrained vector) at the estimate."""
+    (``(n_residuals, P)``, w.r.t. the unconstrained vector) at the estimate.
+
+    With ``values`` and ``bounds`` (physical, one per label; ``scales``: a typical size of
+    each, e.g. the initial values) parameters at a bound are held there and the practical
+    identifiability of the others is assessed (``Uncertainty.practical``)."""
     P = J.shape[1]
     nan = np.full(P, np.nan)
     if P == 0:
@@ -102,7 +121,29 @@ def gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray, chi2: float
         return Uncertainty(np.full((P, P), np.nan), nan, np.full((P, P), np.nan), list(labels),
                            scale)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return _gauss_newton(J, labels, dxdu, scale)
+        if values is None or bounds is None:
+            return _gauss_newton(J, labels, dxdu, scale)
+        x = np.asarray(values, dtype=np.float64)
+        sizes = np.abs(x) if scales is None else np.asarray(scales, dtype=np.float64)
+        D = np.asarray(dxdu, dtype=np.float64)
+        held = at_bound(x, bounds, sizes, D)
+        keep = np.flatnonzero(~held)
+        if keep.size:  # then: closer to a bound than a fraction of the physical stderr
+            Jx = J[:, keep] / D[keep]
+            phys = _gauss_newton(Jx, [labels[i] for i in keep], np.ones(keep.size), scale)
+            held[keep[within_stderr(x[keep], [bounds[i] for i in keep], phys.stderr)]] = True
+            keep = np.flatnonzero(~held)
+        sub = _gauss_newton(J[:, keep], [labels[i] for i in keep], np.asarray(dxdu)[keep],
+                            scale) if keep.size else Uncertainty(np.zeros((0, 0)), np.zeros(0),
+                                                                 np.zeros((0, 0)))
+        unc = Uncertainty(np.full((P, P), np.nan), nan.copy(), np.full((P, P), np.nan),
+                          sub.nonidentifiable, scale, sub.condition, sub.insensitive)
+        unc.covariance[np.ix_(keep, keep)] = sub.covariance
+        unc.correlation[np.ix_(keep, keep)] = sub.correlation
+        unc.stderr[keep] = sub.stderr
+        unc.practical = practical(labels, x, unc.covariance, unc.stderr, unc.correlation)
+        unc.practical.at_bound = [labels[i] for i in np.flatnonzero(held)]
+        return unc
 
 
 def _gauss_newton(J: np.ndarray, labels: list[str], dxdu: np.ndarray,

@@ -223,8 +223,10 @@ CASES = {
                     "attribute 't0'=5.0 is after the first observation time"),
     "wrong dims": (lambda f: f["experiments/exp0/values/theta"].attrs.__setitem__(
         "dims", np.array(["t"], dtype=object)), "attribute 'dims' ['t'] does not match"),
-    "bad parameter": (lambda f: _replace(f, "parameters/length", np.ones(3)),
-                      "group '/parameters', dataset 'length': shape (3,)"),
+    # known values are information, never checked against the system (issue 19): only
+    # their being numbers is a rule of the file
+    "bad parameter": (lambda f: _replace(f, "parameters/length", np.array(np.nan)),
+                      "group '/parameters', dataset 'length': parameter value is not finite"),
 }
 
 
@@ -315,8 +317,8 @@ def _apply(f: h5py.File, kind: str, draw) -> None:
     datasets = _datasets(f)
     if kind == "drop":
         del f[draw(st.sampled_from(datasets))]
-    elif kind == "reshape":
-        name = draw(st.sampled_from(datasets))
+    elif kind == "reshape":  # a known parameter value of another shape is information
+        name = draw(st.sampled_from([n for n in datasets if not n.startswith("parameters/")]))
         data = f[name][()]
         data = np.array([data, data]) if np.ndim(data) == 0 else np.concatenate(
             [data, data[-1:]], axis=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from physode.cli.base import command
+from physode.errors import PhysodeError
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -21,7 +22,11 @@ def run(args: argparse.Namespace) -> int:
     for name, desc in entries.items():
         print(f"{name:<{width}}  {desc}")
         if args.verbose:
-            system = registry.get(name)
+            try:
+                system = registry.get(name)
+            except (PhysodeError, TypeError):  # built from arguments (reaction-network)
+                print(f"{'':<{width}}    (built from arguments; see its documentation)")
+                continue
             for var in system.layout.variables:
                 dims = ", ".join(f"{d}={s}" for d, s in zip(var.dims, var.shape)) or "scalar"
                 units = f" [{var.units}]" if var.units else ""

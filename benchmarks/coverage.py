@@ -1,0 +1,110 @@
+"""Calibration and speed of profile-likelihood intervals and posterior sampling (issue 16).
+
+Coverage: over noisy replicates of the damped pendulum (angle only, sigma 0.01 rad) and of
+the seed paper's three-body problem (1% position noise), how often the 95% profile
+interval (:func:`physode.profile`) and the Gauss-Newton interval (value +- 1.96 stderr)
+contain the truth; the issue's target is 95 +- 4% for the profile intervals. Speed: the
+time of the three masses' profiles against the time of the fit itself (target <= 10x), and
+NUTS effective samples per second on the three-body posterior (target >= 50).
+
+    .venv/bin/python benchmarks/coverage.py [--replicates 100] [--skip-three-body]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import arviz as az
+import numpy as np
+import torch
+from common import markdown_table, write_result
+
+import physode
+import systems
+from physode.estimate.profiles import chi2_threshold
+
+
+def coverage(name, make_obs, make_system, n, confidence=0.95):
+    """Rows (problem, parameter, profile coverage, Gauss-Newton coverage, open profiles)."""
+    z = float(np.sqrt(chi2_threshold(confidence)))
+    hits_p = hits_g = opened = None
+    labels = None
+    for seed in range(n):
+        obs = make_obs(seed)
+        res = physode.fit(make_system(), obs, optimizer="lm", progress=False)
+        prof = physode.profile(res)
+        labels = prof.labels
+        truth = np.array([res.truth[lab] for lab in labels])
+        if hits_p is None:
+            hits_p, hits_g, opened = (np.zeros(len(labels), int) for _ in range(3))
+        for j, lab in enumerate(labels):
+            lo, hi = prof.interval(lab)
+            if lo is None or hi is None:
+                opened[j] += 1
+            lo = -np.inf if lo is None else lo
+            hi = np.inf if hi is None else hi
+            hits_p[j] += lo <= truth[j] <= hi
+            value, se = res.value[lab], prof.gn_stderr[lab]
+            hits_g[j] += abs(value - truth[j]) <= z * se
+    return [[name, lab, f"{100 * hits_p[j] / n:.0f}%", f"{100 * hits_g[j] / n:.0f}%",
+             str(opened[j])] for j, lab in enumerate(labels)]
+
+
+def three_body_speed(obs, draws):
+    """(fit s, profiles s, NUTS ESS/s) on one noisy three-body replicate."""
+    t0 = time.perf_counter()
+    res = physode.fit(systems.get("three-body-paper", masses=[1.0, 1.05, 0.95]), obs,
+                      optimizer="lm", progress=False)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    physode.profile(res, "masses")
+    t_prof = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    idata = physode.sample(res, method="nuts", draws=draws, chains=4)
+    t_nuts = time.perf_counter() - t0
+    ess = float(np.min(az.ess(idata)["masses"].values))
+    return t_fit, t_prof, ess / t_nuts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--replicates", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--skip-three-body", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n = args.replicates
+    pendulum = systems.get("pendulum", damping=0.3)
+    t = np.linspace(0, 5, 51)
+    rows = coverage("damped pendulum, angle only, sigma 0.01 rad",
+                    lambda s: physode.simulate(pendulum, t, observe=["theta"], noise=0.01,
+                                               seed=100 + s),
+                    lambda: systems.get("pendulum", length=1.2, damping=0.1), n)
+    text = ""
+    if not args.skip_three_body:
+        body = systems.get("three-body-paper")
+        clean = physode.simulate(body, np.linspace(0, 1, 1000), observe=["position"])
+        sigma = 0.01 * float(np.sqrt(np.mean(clean.experiments[0].values["position"] ** 2)))
+
+        def make(s):
+            return physode.simulate(body, clean.experiments[0].t, observe=["position"],
+                                    noise=sigma, seed=200 + s)
+
+        rows += coverage("seed paper's three-body, 1% position noise", make,
+                         lambda: systems.get("three-body-paper", masses=[1.0, 1.05, 0.95]), n)
+        t_fit, t_prof, ess_s = three_body_speed(make(0), args.draws)
+        text = (f"\n\nThree-body speed (one replicate): fit {t_fit:.1f} s, profiles of the "
+                f"three masses {t_prof:.1f} s ({t_prof / t_fit:.1f}x the fit; target <= 10x); "
+                f"NUTS {ess_s:.1f} effective samples per second (min over masses; "
+                "target >= 50).")
+    head = (f"Coverage of 95% intervals over {n} noisy replicates per problem (LM fits). "
+            "The issue's target: profile intervals cover the truth in 95 +- 4%.\n\n")
+    out = head + markdown_table(["problem", "parameter", "profile coverage",
+                                 "Gauss-Newton coverage", "open profiles"], rows) + text
+    print(out)
+    write_result("coverage", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,8 @@ P-direction sensitivity solve; expected solves: LM 15, L-BFGS 1.5 per iteration 
 Adam max_iter), and compile when that exceeds :data:`COMPILE_BREAK_EVEN_S` and the
 (augmented) state is small (<= :data:`COMPILE_MAX_STATE`), where per-operation overhead
 dominates. Pendulum or kinetics fits take well under a second eagerly and stay eager;
-the three-body fit compiles.
+the three-body fit compiles. Stiff methods compile only above
+:data:`COMPILE_BREAK_EVEN_STIFF_S`, as their compiled loops take minutes to build.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
@@ -33,7 +35,12 @@ import numpy as np
 from physode.data.hdf5 import load_observations
 from physode.data.observations import Observations
 from physode.errors import InvalidArgument, SolverError
-from physode.estimate.optimizers import Callback, RunResult, Tracker, run_adam, run_lbfgs, run_lm
+from physode.estimate.choice import choose_optimizer
+from physode.estimate.conditions import prepare_experiments
+from physode.estimate.distributed import is_main_rank, make_problem
+from physode.estimate.likelihood import describe_objective
+from physode.estimate.multistart import run_starts
+from physode.estimate.optimizers import Callback, RunResult
 from physode.estimate.parts import Convergence, Estimate, Trajectories
 from physode.estimate.problem import FitProblem, prepare_initial_states
 from physode.estimate.result import FitResult
@@ -44,13 +51,18 @@ from physode.estimate.settings import (
     FitSettings,
     fit_settings,
 )
-from physode.estimate.starts import draw_starts
+from physode.estimate.store import ResultStore
 from physode.estimate.uncertainty import Uncertainty, fit_statistics, gauss_newton
 from physode.model.parameter import labels_for
 from physode.model.system import System
+from physode.ode.methods import get_method
 
 #: Estimated eager seconds above which compiling pays for its one-off cost.
 COMPILE_BREAK_EVEN_S = 45.0
+#: The same for stiff (Rosenbrock) methods, whose compiled loops carry a Jacobian, a
+#: factorisation and its vector-Jacobian product and took 1-4 minutes to compile on a
+#: 2-core machine (benchmarks/stiff_kinetics.py).
+COMPILE_BREAK_EVEN_STIFF_S = 600.0
 #: Largest (augmented) state for which compilation is considered.
 COMPILE_MAX_STATE = 4096
 
@@ -63,7 +75,7 @@ def fit(
     method: str = "dopri5",
     rtol: float = 1e-8,
     atol: float = 1e-10,
-    optimizer: str = "lbfgs",
+    optimizer: str = "auto",
     max_iter: int | None = None,
     multistart: int = 0,
     progress: bool = True,
@@ -77,6 +89,9 @@ def fit(
     lm_method: str = "trf",
     callback: Callback | None = None,
     fine_points: int = FINE_POINTS,
+    executor: Executor | str | None = None,
+    store: str | os.PathLike[str] | ResultStore | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Fit the free parameters (and unknown initial states, and learnable weights) of
     ``system`` to ``observations``.
@@ -90,8 +105,11 @@ def fit(
         gradient: "aca" (default), "direct" or "adjoint": how L-BFGS and Adam get the
             gradient. LM uses forward sensitivities (:mod:`physode.estimate.sensitivity`).
         method, rtol, atol, options: the ODE solver (see :func:`physode.solve`).
-        optimizer: "lbfgs" (default; L-BFGS, strong-Wolfe line search), "adam" (cosine
-            schedule) or "lm" (Levenberg-Marquardt; best for few parameters).
+        optimizer: "auto" (default: "lm" for least squares with up to
+            :data:`~physode.estimate.choice.LM_MAX_UNKNOWNS` unknowns and no learnable
+            weights, else "lbfgs"; the report says which ran and why), "lbfgs" (L-BFGS,
+            strong-Wolfe line search), "adam" (cosine schedule) or "lm"
+            (Levenberg-Marquardt).
         max_iter: iterations (LM: residual evaluations); default 200 / 500 / 100.
         multistart: number of extra starts drawn within the bounds (log-uniform for
             positive parameters; +-1 decade around the initial value when unbounded),
@@ -106,6 +124,13 @@ def fit(
         callback: called after each iteration with ``{"iteration", "chi2",
             "grad_norm", "x"}``; returning True stops the fit.
         fine_points: points of the fine time grid of the fitted trajectories.
+        executor: where the starts run: None (here, one after another), "processes" (a
+            local process pool) or any ``concurrent.futures.Executor`` (a Dask client's
+            ``get_executor()``, ...); same runs and result for a given seed
+            (:mod:`physode.estimate.multistart`).
+        store, resume: an HDF5 results file each finished start is written to as it
+            completes; ``resume=True`` runs only the starts it does not hold yet
+            (:mod:`physode.estimate.store`).
 
     Returns:
         :class:`FitResult`. ``success`` is True only when a convergence criterion was met
@@ -118,11 +143,12 @@ def fit(
         InvalidObservations: observations that do not fit the schema or the system.
     """
     start_time = time.perf_counter()
-    settings = fit_settings(
+    given: dict[str, Any] = dict(
         gradient=gradient, method=method, rtol=rtol, atol=atol, optimizer=optimizer,
         max_iter=max_iter, multistart=multistart, progress=progress, compile=compile,
         seed=seed, options=options, lr=lr, ftol=ftol, xtol=xtol, gtol=gtol,
         lm_method=lm_method, callback=callback, fine_points=fine_points)
+    settings = fit_settings(**given)
     if not isinstance(system, System):
         raise InvalidArgument(f"fit needs a physode.System, got {type(system).__name__}")
     if isinstance(observations, Observations):
@@ -130,50 +156,32 @@ def fit(
     else:
         observations = load_observations(observations, system=system)
     prepare_initial_states(system, observations)
-    problem = FitProblem(system, observations, settings.solver)
+    prepare_experiments(system, observations)
+    problem = make_problem(system, observations, settings.solver)  # data-parallel in torchrun
+    if not is_main_rank():  # one progress bar: rank 0's
+        given["progress"] = False
+        settings = replace(settings, progress=False)
     if problem.n_params == 0:
         raise InvalidArgument(f"{type(system).__name__} has nothing to fit: every parameter "
                               "is fixed and the initial state is known")
+    if settings.optimizer == "auto":
+        chosen, why = choose_optimizer(problem.n_physical, problem.n_params - problem.n_physical,
+                                       problem.n_data, (settings.ftol, settings.xtol,
+                                                        settings.gtol))
+        settings = replace(fit_settings(**{**given, "optimizer": chosen}), optimizer_reason=why)
     if settings.optimizer == "lm" and problem.n_data < problem.n_params:
         raise InvalidArgument(f"LM needs at least as many data ({problem.n_data}) as fitted "
                               f"values ({problem.n_params})")
     initial_values = problem.physical_values()
     settings = replace(settings, compile=_use_compile(problem, settings))
-    runs = _run_starts(problem, settings)
+    runs, abandoned = run_starts(problem, settings, executor=executor, store=store,
+                                 resume=resume)
     try:
-        return _finish(problem, settings, runs, initial_values, start_time)
+        return _finish(problem, settings, runs, initial_values, start_time,
+                       interrupted=abandoned)
     except KeyboardInterrupt:  # a second Ctrl-C while computing the uncertainty
         return _finish(problem, settings, runs, initial_values, start_time,
                        interrupted=True)
-
-
-def _run_starts(problem: FitProblem, settings: FitSettings) -> list[tuple[np.ndarray, RunResult]]:
-    """One optimiser run per start (the initial point, then the drawn ones); stops at the
-    first interrupted run."""
-    x0 = problem.get_vector()
-    starts = [x0] + draw_starts(problem.system, x0, settings.multistart, settings.seed)
-    runs: list[tuple[np.ndarray, RunResult]] = []
-    s = settings
-    for i, x_start in enumerate(starts):
-        problem.set_vector(x_start)
-        problem.compile = s.compile is True
-        desc = f"fit {s.optimizer}" + (f" start {i}/{len(starts) - 1}" if len(starts) > 1 else "")
-        tracker = Tracker(problem, s.max_iter, s.progress, desc, s.callback)
-        try:
-            if s.optimizer == "lm":
-                run = run_lm(problem, tracker, max_iter=s.max_iter, ftol=s.ftol, xtol=s.xtol,
-                             gtol=s.gtol, method=s.lm_method)
-            elif s.optimizer == "lbfgs":
-                run = run_lbfgs(problem, tracker, max_iter=s.max_iter, ftol=s.ftol,
-                                gtol=s.gtol, lr=s.lr)
-            else:
-                run = run_adam(problem, tracker, max_iter=s.max_iter, gtol=s.gtol, lr=s.lr)
-        except KeyboardInterrupt:
-            run = tracker.interrupted()
-        runs.append((x_start, run))
-        if run.interrupted:
-            break
-    return runs
 
 
 def _finish(problem: FitProblem, settings: FitSettings, runs: list[tuple[np.ndarray, RunResult]],
@@ -185,14 +193,14 @@ def _finish(problem: FitProblem, settings: FitSettings, runs: list[tuple[np.ndar
     starts = _start_records(problem, runs)
     problem.set_vector(run.x)
     problem.compile = settings.compile is True and settings.optimizer == "lm"
-    unc, chi2, failure = _uncertainty(problem, run, not interrupted)
+    unc, chi2, failure = _uncertainty(problem, run, not interrupted, initial_values)
     problem.compile = False
     stats = fit_statistics(chi2, problem.n_data, problem.n_physical,
                            problem.n_params - problem.n_physical, problem.sigma_estimated)
     try:
         fitted = [s.detach().cpu().numpy() for s in problem.predict()]
         fine_t, fine_states = problem.trajectories(settings.fine_points)
-        traj = Trajectories(fitted, fine_t, fine_states)
+        traj = Trajectories(fitted, fine_t, fine_states, problem.predict_outputs())
     except SolverError as exc:
         traj, failure = Trajectories(), failure or str(exc)
     status, reason = run.status, run.stop_reason
@@ -218,17 +226,17 @@ def _finish(problem: FitProblem, settings: FitSettings, runs: list[tuple[np.ndar
                      trajectories=traj)
 
 
-def _uncertainty(problem: FitProblem, run: RunResult,
-                 compute: bool) -> tuple[Uncertainty, float, str | None]:
+def _uncertainty(problem: FitProblem, run: RunResult, compute: bool,
+                 scales: np.ndarray | None = None) -> tuple[Uncertainty, float, str | None]:
     """Gauss-Newton uncertainty at the current point, chi2 there, and the solver failure
     (message) when the model cannot be solved there."""
     P = problem.n_physical
-    J: np.ndarray | None = np.zeros((problem.n_data, 0)) if P == 0 else None
+    J: np.ndarray | None = np.zeros((problem.n_residuals, 0)) if P == 0 else None
     r: np.ndarray | None = None
     failure = None
     if P and compute and math.isfinite(run.chi2):
         try:
-            ev = problem.residuals_and_jacobian(physical_only=True)
+            ev = problem.residuals_and_jacobian(physical_only=True, information=True)
             J, r = ev.J, ev.r
         except SolverError as exc:
             failure = str(exc)
@@ -238,21 +246,23 @@ def _uncertainty(problem: FitProblem, run: RunResult,
             r = problem.residuals().r
         except SolverError as exc:
             failure = str(exc)
-            r = np.full(problem.n_data, np.nan)
-    chi2 = problem.chi2(r) if np.all(np.isfinite(r)) else run.chi2
+            r = np.full(problem.n_residuals, np.nan)
+    chi2 = problem.data_chi2(r) if np.all(np.isfinite(r)) else run.chi2
     if J is None:
-        J = np.full((problem.n_data, P), np.nan)
+        J = np.full((problem.n_residuals, P), np.nan)
     unc = gauss_newton(J, problem.system.free_labels(), problem.physical_derivatives(), chi2,
-                       problem.n_data, problem.n_params, problem.sigma_estimated)
+                       problem.n_data, problem.n_params, problem.sigma_estimated,
+                       values=problem.physical_values(), bounds=_free_bounds(problem)[0],
+                       scales=scales)
     return unc, chi2, failure
 
 
-def _estimate(problem: FitProblem, initial_values: np.ndarray) -> Estimate:
+def _free_bounds(problem: FitProblem) -> tuple[list[tuple[float, float]], list[str | None]]:
+    """Physical bounds and units of each fitted physical scalar, in label order."""
     system = problem.system
     specs = system.parameter_specs()
     bounds: list[tuple[float, float]] = []
     units: list[str | None] = []
-    shapes: dict[str, tuple[int, ...]] = {}
     for name, p in zip(system.free_names(), problem.physical):
         if name.startswith("y0."):
             b, u = (-math.inf, math.inf), system.layout.by_name[name[3:]].units
@@ -260,17 +270,26 @@ def _estimate(problem: FitProblem, initial_values: np.ndarray) -> Estimate:
             b, u = (specs[name].lower, specs[name].upper), specs[name].units
         bounds += [b] * p.numel()
         units += [u] * p.numel()
-        shapes[name] = tuple(p.shape)
+    return bounds, units
+
+
+def _estimate(problem: FitProblem, initial_values: np.ndarray) -> Estimate:
+    system = problem.system
+    specs = system.parameter_specs()
+    bounds, units = _free_bounds(problem)
+    shapes = {name: tuple(p.shape) for name, p in zip(system.free_names(), problem.physical)}
     params = {k: v.detach().cpu().numpy().copy() for k, v in system.params.items()}
     truth: dict[str, float] = {}
-    for name, value in problem.obs.parameters.items():
-        if name in specs and not specs[name].fixed:
-            arr = np.asarray(value, dtype=np.float64)
+    for name, value in problem.obs.parameters.items():  # information, never a constraint
+        arr = np.asarray(value, dtype=np.float64)
+        if name in specs and not specs[name].fixed and arr.shape == specs[name].shape:
             truth.update(zip(labels_for(name, arr.shape), arr.reshape(-1).tolist()))
     return Estimate(labels=system.free_labels(), values=problem.physical_values(),
                     initial_values=initial_values, bounds=bounds, units=units, params=params,
                     fixed={k: v for k, v in params.items() if specs[k].fixed}, truth=truth,
-                    shapes=shapes)
+                    shapes=shapes, objective=describe_objective(
+                        system, problem.series, problem.objective_value,
+                        problem.sigma_estimated))
 
 
 def _start_records(problem: FitProblem,
@@ -307,7 +326,10 @@ def _use_compile(problem: FitProblem, settings: FitSettings) -> bool:
     elif settings.optimizer == "lbfgs":
         expected = 1.5 * min(settings.max_iter, 100)
     estimate = t_eager * factor * expected * (settings.multistart + 1)
-    return size <= COMPILE_MAX_STATE and estimate > COMPILE_BREAK_EVEN_S
+    stiff = get_method(settings.method).stiff
+    break_even = COMPILE_BREAK_EVEN_STIFF_S if stiff else COMPILE_BREAK_EVEN_S
+    return size <= COMPILE_MAX_STATE and estimate > break_even
 
 
-__all__ = ["COMPILE_BREAK_EVEN_S", "COMPILE_MAX_STATE", "DEFAULT_MAX_ITER", "OPTIMIZERS", "fit"]
+__all__ = ["COMPILE_BREAK_EVEN_S", "COMPILE_BREAK_EVEN_STIFF_S", "COMPILE_MAX_STATE",
+           "DEFAULT_MAX_ITER", "OPTIMIZERS", "fit"]

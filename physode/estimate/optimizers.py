@@ -145,13 +145,53 @@ LM_STATUS = {
 }
 
 
+class _Settled(Exception):
+    """The accepted LM iterates stopped changing (see :class:`_StopTest`)."""
+
+
+class _StopTest:
+    """Our stop test on accepted LM steps, besides scipy's on trial steps: the relative
+    change of chi2 over an accepted step below ``ftol`` — floored at the solver's ``rtol``,
+    since chi2 comes from solutions accurate to about ``rtol`` and smaller changes are
+    the solver's noise (Dennis & Schnabel, *Numerical Methods for Unconstrained
+    Optimization and Nonlinear Equations*, 1983, sec. 7.2: stopping tests relative to the
+    noise in the function) — or the accepted step below ``xtol (xtol + |x|)`` (MINPACK's
+    step test, Moré 1978). Without it a fit whose chi2 sits still at the noise level ran
+    on until ``max_iter``. Each accepted step is one iteration; ``max_iter`` counts them
+    (rejected trials are function evaluations only)."""
+
+    def __init__(self, problem: FitProblem, ftol: float, xtol: float, max_iter: int) -> None:
+        rtol = problem.solver.rtol
+        noise = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
+        self.ftol, self.xtol, self.max_iter = max(ftol, noise), xtol, max_iter
+        self.prev: tuple[np.ndarray, float] | None = None
+
+    def accepted(self, x: np.ndarray, chi2: float, niter: int) -> None:
+        """Raise :class:`_Settled` with the reason when the run should end at ``x``."""
+        prev, self.prev = self.prev, (np.array(x, copy=True), chi2)
+        if niter >= self.max_iter:
+            raise _Settled(f"max_iter reached ({niter} accepted iterations)")
+        if prev is None or not math.isfinite(chi2):
+            return
+        change = abs(prev[1] - chi2) / max(chi2, np.finfo(float).tiny)
+        if change <= self.ftol:
+            raise _Settled(f"chi2 stopped changing: relative change {change:.2g} over the "
+                           f"last accepted step <= ftol {self.ftol:.2g}")
+        step = float(np.linalg.norm(x - prev[0]))
+        if step <= self.xtol * (self.xtol + float(np.linalg.norm(x))):
+            raise _Settled(f"parameters stopped changing: step {step:.2g} <= xtol "
+                           f"{self.xtol:.2g} x (xtol + |x|)")
+
+
 def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
            xtol: float, gtol: float, method: str = "trf") -> RunResult:
-    """Levenberg-Marquardt on the weighted residuals (scipy.optimize.least_squares)."""
+    """Levenberg-Marquardt on the weighted residuals (scipy.optimize.least_squares), with
+    the stop test of :class:`_StopTest` on its accepted steps."""
     from scipy.optimize import least_squares
 
-    m = problem.n_data
+    m = problem.n_residuals
     cache: dict[str, Any] = {}
+    stop_test = _StopTest(problem, ftol, xtol, max_iter)
 
     def fun(x: np.ndarray) -> np.ndarray:
         if cache.get("x") is not None and np.array_equal(cache["x"], x):
@@ -181,6 +221,7 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
         tracker.iteration(cache["chi2"], float(np.max(np.abs(J.T @ r))) if J.size else 0.0)
         if tracker.stop_requested:
             raise _Stop
+        stop_test.accepted(x, cache["chi2"], tracker.niter - 1)
         return np.asarray(J)
 
     x0 = problem.get_vector()
@@ -188,11 +229,15 @@ def run_lm(problem: FitProblem, tracker: Tracker, *, max_iter: int, ftol: float,
         if not np.all(np.isfinite(fun(x0))):  # scipy would raise a bare ValueError
             return tracker.unsolvable_start()
         res = least_squares(fun, x0, jac=jac, method=method, x_scale="jac", ftol=ftol,
-                            xtol=xtol, gtol=gtol, max_nfev=max_iter)
+                            xtol=xtol, gtol=gtol, max_nfev=10 * max_iter + 10)
     except KeyboardInterrupt:
         return tracker.interrupted()
     except _Stop:
         return tracker.result("stopped by callback", "stopped")
+    except _Settled as done:
+        reason = str(done)
+        return tracker.result(reason, "max_iter" if reason.startswith("max_iter") else
+                              "converged")
     except SolverError as exc:
         return tracker.result(f"solver failed at an accepted point: {exc}", "failed")
     reason = LM_STATUS.get(res.status, str(res.message))

@@ -24,8 +24,11 @@ from physode.data.labelled import (
     write_netcdf,
 )
 from physode.data.observations import Observations
+from physode.estimate.display import fit_html, fit_text
 from physode.estimate.parts import Convergence, Estimate, Trajectories, system_name
 from physode.estimate.plots import plot_fit
+from physode.estimate.posterior_export import posterior_dataset
+from physode.estimate.profile_result import ProfileResult
 from physode.estimate.report import report
 from physode.estimate.settings import FitSettings
 from physode.estimate.uncertainty import Statistics, Uncertainty
@@ -89,6 +92,10 @@ class FitResult:
     convergence: Convergence
     settings: FitSettings
     trajectories: Trajectories
+    #: profile likelihoods, once :func:`physode.profile` has run on this result
+    profiles: ProfileResult | None = None
+    #: posterior draws (an ``arviz.InferenceData``), once :func:`physode.sample` has run
+    samples: Any = None
 
     # ---------------------------------------------------------------- flat attributes
     labels = _Read[list[str]]("estimate")
@@ -151,11 +158,21 @@ class FitResult:
         return dict(zip(self.labels, self.values.tolist()))
 
     def report(self, correlation_threshold: float = 0.1) -> str:
-        """lmfit-style table of the estimates and the fit statistics."""
-        return report(self, correlation_threshold)
+        """lmfit-style table of the estimates and the fit statistics (then the profile
+        intervals next to the Gauss-Newton ones, when profiled)."""
+        text = report(self, correlation_threshold)
+        if self.profiles is not None:
+            text += "\n" + self.profiles.summary()
+        return text
 
     def __str__(self) -> str:
         return self.report()
+
+    def __repr__(self) -> str:
+        return fit_text(self)
+
+    def _repr_html_(self) -> str:
+        return fit_html(self)
 
     # ------------------------------------------------------------------ xarray
     def to_xarray(self) -> xr.Dataset:
@@ -178,7 +195,8 @@ class FitResult:
         exp_names = self.observations.experiment_names
         solved = self.trajectories.available
         for name in self.observations.variables:
-            var = layout.by_name[name]
+            var = self.system.output_var(name)
+            assert var is not None  # the observations were validated against the system
             da = obs_ds[name]
             data[f"{name}_observed"] = da
             fitted = np.full(da.shape, np.nan)
@@ -190,7 +208,8 @@ class FitResult:
             for e, exp in enumerate(self.observations.experiments):
                 if name not in exp.values or not solved:
                     continue
-                states = self.fitted[e][:, layout.slices[name]].reshape(-1, *var.shape)
+                states = (self.fitted[e][:, layout.slices[name]] if name in layout.by_name
+                          else self.trajectories.outputs[e][name]).reshape(-1, *var.shape)
                 for axis, pos in enumerate(positions):
                     states = np.take(states, pos, axis=1 + axis)
                 ti = np.searchsorted(t_union, exp.t)
@@ -202,7 +221,7 @@ class FitResult:
         ds = xr.Dataset(data)
         fine = self._fine_dataset(exp_names)
         if fine is not None:
-            ds = ds.merge(fine)
+            ds = ds.merge(fine, join="outer")  # partly observed dims: the union
         P = len(self.labels)
         lo = np.array([b[0] for b in self.bounds], dtype=np.float64)
         hi = np.array([b[1] for b in self.bounds], dtype=np.float64)
@@ -225,9 +244,14 @@ class FitResult:
             "parameter2", np.asarray(self.labels, dtype=object))})
         hds = xr.Dataset({"chi2_history": (("iteration",), np.asarray(self.history,
                                                                      dtype=np.float64))})
-        ds = xr.merge([ds, pds, hds], combine_attrs="override", join="outer")
+        extra = [x.to_xarray() for x in (self.profiles,) if x is not None]
+        if self.samples is not None:
+            extra.append(posterior_dataset(self.samples, self.labels))
+        ds = xr.merge([ds, pds, hds, *extra], combine_attrs="override", join="outer")
         attrs = system_attrs(self.system)
         attrs.update(self._settings_attrs())
+        for part in extra:
+            attrs.update(part.attrs)
         ds.attrs = {k: (str(v) if isinstance(v, str) else attr_value(v)) for k, v in attrs.items()}
         return ds
 
@@ -271,7 +295,7 @@ class FitResult:
             "chi2": self.chi2, "reduced_chi2": self.redchi, "aic": self.aic,
             "bic": self.bic, "n_data": self.n_data, "n_params": self.n_params,
             "n_learnable": self.n_learnable, "sigma_estimated": int(self.sigma_estimated),
-            "noise_sigma": self.noise_sigma, "iterations": self.niter, "nfev": self.nfev,
+            "iterations": self.niter, "nfev": self.nfev,
             "ngrad": self.ngrad, "wall_time_s": self.wall_time,
             "n_starts": len(self.starts),
             "nonidentifiable": ", ".join(self.nonidentifiable),
@@ -279,6 +303,10 @@ class FitResult:
             "numpy_version": np.__version__, "scipy_version": scipy.__version__,
             "xarray_version": xarray.__version__, "python_version": platform.python_version(),
         }
+        if self.settings.optimizer_reason:
+            attrs["optimizer_reason"] = self.settings.optimizer_reason
+        if self.sigma_estimated:  # a sigma from the file is in <var>_sigma, not here
+            attrs["noise_sigma"] = self.noise_sigma
         if self.failure:
             attrs["failure"] = self.failure
         return attrs

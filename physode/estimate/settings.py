@@ -22,9 +22,11 @@ from physode.errors import InvalidArgument
 from physode.ode.gradients import check_gradient
 from physode.ode.methods import get_method
 
-OPTIMIZERS = ("lbfgs", "adam", "lm")
-DEFAULT_MAX_ITER = {"lbfgs": 200, "adam": 500, "lm": 100}
-DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.01, "lm": math.nan}
+#: "auto" is resolved by :func:`physode.estimate.choice.choose_optimizer` once the problem
+#: is known (LM or L-BFGS); the settings of a finished fit name the optimiser that ran.
+OPTIMIZERS = ("auto", "lbfgs", "adam", "lm")
+DEFAULT_MAX_ITER = {"auto": 200, "lbfgs": 200, "adam": 500, "lm": 100}
+DEFAULT_LR = {"auto": 1.0, "lbfgs": 1.0, "adam": 0.01, "lm": math.nan}
 LM_METHODS = ("trf", "lm")
 FINE_POINTS = 500
 
@@ -58,6 +60,15 @@ class FitSettings:
     progress: bool
     fine_points: int
     callback: Callable[[dict[str, Any]], bool | None] | None = None
+    #: why this optimiser ran, when ``optimizer="auto"`` chose it (else empty)
+    optimizer_reason: str = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the callback: a live hook of the calling process (often a
+        lambda), not part of a result; results and worker tasks then pickle."""
+        state = dict(self.__dict__)
+        state["callback"] = None
+        return state
 
     @property
     def method(self) -> str:
@@ -101,7 +112,7 @@ def _number(name: str, value: Any, *, positive: bool = False) -> float:
 
 
 def fit_settings(*, gradient: Any = "aca", method: Any = "dopri5", rtol: Any = 1e-8,
-                 atol: Any = 1e-10, optimizer: Any = "lbfgs", max_iter: Any = None,
+                 atol: Any = 1e-10, optimizer: Any = "auto", max_iter: Any = None,
                  multistart: Any = 0, progress: Any = True, compile: Any = "auto",
                  seed: Any = 0, options: Any = None, lr: Any = None, ftol: Any = 1e-12,
                  xtol: Any = 1e-12, gtol: Any = 1e-12, lm_method: Any = "trf",

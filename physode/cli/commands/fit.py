@@ -14,6 +14,8 @@ result so far is reported and saved); 143 SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import sys
 from pathlib import Path
@@ -30,15 +32,17 @@ from physode.cli.base import (
 from physode.cli.checks import check_input, check_outputs, integer, make_parents, real
 from physode.cli.commands.simulate import parse_overrides
 from physode.errors import InvalidArgument
+from physode.estimate.distributed import init_from_env, is_main_rank
 
 __all__ = ["EXIT_INTERRUPTED", "add_fit_options", "exit_status", "fit_kwargs", "run",
            "save_outputs"]
 
 
-def add_fit_options(p: argparse.ArgumentParser, optimizer: str = "lbfgs") -> None:
+def add_fit_options(p: argparse.ArgumentParser, optimizer: str = "auto") -> None:
     """The optimiser and solver options shared by ``fit`` and ``demo``."""
-    p.add_argument("--optimizer", choices=("lbfgs", "adam", "lm"), default=optimizer,
-                   help=f"optimiser ({optimizer})")
+    p.add_argument("--optimizer", choices=("auto", "lbfgs", "adam", "lm"), default=optimizer,
+                   help=f"optimiser ({optimizer}; auto: lm for least squares with up to a few "
+                        "hundred unknowns, lbfgs for neural terms; the report says which)")
     p.add_argument("--method", default="dopri5", help="ODE solver (dopri5)")
     p.add_argument("--gradient", choices=("aca", "direct", "adjoint"), default="aca",
                    help="gradient of L-BFGS/Adam (aca)")
@@ -78,10 +82,43 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="also draw the fit to this image (format from the suffix: png, pdf, "
                         "svg, ...)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="initial value of a parameter (VALUE: number or comma-separated)")
+                   help="starting value of a parameter (--set beta=0.3), or initial-state "
+                        "value of a state variable or species (--set I=0.05), or the whole "
+                        "initial state (--set y0=0.95,0.05,0); VALUE: number or "
+                        "comma-separated numbers")
+    p.add_argument("--fix", action="extend", nargs="+", default=[], metavar="NAME",
+                   help="keep these parameters fixed at their (--set) value")
+    p.add_argument("--free", action="extend", nargs="+", default=[], metavar="NAME",
+                   help="fit these parameters although the system fixes them by default")
     p.add_argument("--unknown-initial-state", nargs="+", metavar="VAR",
                    help="fit the initial value of these state variables")
     add_fit_options(p)
+    p.add_argument("--executor", metavar="WHERE",
+                   help="run the starts on 'processes' (a local pool, one per core) or a Dask "
+                        "scheduler (tcp://host:8786); default: one after another here")
+    p.add_argument("--store", metavar="RUNS.h5",
+                   help="write each finished start to this HDF5 results store as it completes")
+    p.add_argument("--resume", action="store_true",
+                   help="with --store: run only the starts the store does not hold yet")
+
+
+def _executor(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(executor, client)`` for ``--executor``: None, 'processes', or a Dask client's
+    executor (the client is closed by the caller)."""
+    where = getattr(args, "executor", None)
+    if where is None or where == "processes":
+        return where, None
+    if "://" not in where:
+        raise InvalidArgument(f"--executor {where}: give 'processes' or a Dask scheduler "
+                              "address such as tcp://host:8786")
+    from distributed import Client
+
+    try:
+        client = Client(where, timeout=30)
+    except OSError as exc:
+        raise InvalidArgument(f"--executor {where}: cannot reach the Dask scheduler "
+                              f"({exc})") from None
+    return client.get_executor(), client
 
 
 def check_plot_format(flag: str, path: str | Path | None) -> None:
@@ -136,18 +173,35 @@ def _first_line(text: str) -> str:
 @command("fit", "fit a system's parameters to observations (HDF5) and save the results",
          _configure)
 def run(args: argparse.Namespace) -> int:
-    from physode.data.hdf5 import load_observations
+    from physode.cli.build import build_system
+    from physode.data.hdf5 import load_observations, read_observations
     from physode.estimate.fit import fit
-    from physode.model import registry
 
+    init_from_env()  # under torchrun: join the process group (data-parallel fit)
     data = check_input("DATA.h5", args.data)
     check_outputs([("--out", args.out), ("--plot", args.plot)], [("DATA.h5", args.data)])
     check_plot_format("--plot", args.plot)
-    system = registry.get(args.system, **parse_overrides(args.set))
+    system = build_system(args.system, parse_overrides(args.set), fix=args.fix,
+                          free=args.free, data=read_observations(data))
     if args.unknown_initial_state:
         system.set_initial_state(unknown=args.unknown_initial_state)
     obs = load_observations(data, system=system)
-    res = fit(system, obs, **fit_kwargs(args))
+    if args.resume and not args.store:
+        raise InvalidArgument("--resume needs --store RUNS.h5 (the store to resume)")
+    if args.store:
+        check_outputs([("--store", args.store), ("--out", args.out)], [("DATA.h5", args.data)])
+        make_parents(args.store)
+    executor, client = _executor(args)
+    try:
+        res = fit(system, obs, **fit_kwargs(args), executor=executor, store=args.store,
+                  resume=args.resume)
+    finally:
+        if client is not None:
+            client.close()
+    if not is_main_rank():  # data-parallel (torchrun): rank 0 reports and writes
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            return exit_status(res)
     print(res.report())
     save_outputs(res, args.out, args.plot)
     return exit_status(res)

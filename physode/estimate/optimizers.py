@@ -70,6 +70,10 @@ class RunResult:
         return self.status == "converged" and math.isfinite(self.chi2)
 
 
+COMPILING = "compiling the solver (one-off)"
+"""What the progress bar says until the first iteration of a compiled fit completes."""
+
+
 class Tracker:
     """Best point, counters, loss history (chi2 per iteration) and the tqdm bar."""
 
@@ -89,6 +93,10 @@ class Tracker:
 
             self.bar = tqdm(total=max_iter, desc=desc, file=sys.stderr, leave=False,
                             dynamic_ncols=True)
+            if getattr(problem, "compile", False) is True:
+                # the first solves build the compiled loops (seconds to minutes): say so
+                # rather than sit at 0 % (the first iteration's postfix replaces it)
+                self.bar.set_postfix_str(COMPILING, refresh=True)
 
     def record(self, x: np.ndarray, chi2: float) -> None:
         """One function evaluation at ``x``."""

@@ -55,7 +55,6 @@ from physode.estimate.store import ResultStore
 from physode.estimate.uncertainty import Uncertainty, fit_statistics, gauss_newton
 from physode.model.parameter import labels_for
 from physode.model.system import System
-from physode.ode.methods import get_method
 
 #: Estimated eager seconds above which compiling pays for its one-off cost.
 COMPILE_BREAK_EVEN_S = 45.0
@@ -326,8 +325,7 @@ def _use_compile(problem: FitProblem, settings: FitSettings) -> bool:
     elif settings.optimizer == "lbfgs":
         expected = 1.5 * min(settings.max_iter, 100)
     estimate = t_eager * factor * expected * (settings.multistart + 1)
-    stiff = get_method(settings.method).stiff
-    break_even = COMPILE_BREAK_EVEN_STIFF_S if stiff else COMPILE_BREAK_EVEN_S
+    break_even = COMPILE_BREAK_EVEN_STIFF_S if settings.stiff else COMPILE_BREAK_EVEN_S
     return size <= COMPILE_MAX_STATE and estimate > break_even
 
 

@@ -75,6 +75,11 @@ class FitSettings:
         return self.solver.method
 
     @property
+    def stiff(self) -> bool:
+        """Whether the solver method is a stiff (Rosenbrock) one: dearer to compile."""
+        return get_method(self.solver.method).stiff
+
+    @property
     def rtol(self) -> float:
         return self.solver.rtol
 

@@ -25,6 +25,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
@@ -43,6 +44,12 @@ autodoc_default_options = {"members": True, "undoc-members": False, "show-inheri
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autosummary_generate = False
+
+# The docstrings are Google style ("Args:", "Returns:", "Attributes:"); napoleon turns those
+# sections into field lists instead of RST block quotes.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_ivar = True
 
 # The gallery runs every example when PHYSODE_DOCS_EXECUTE=1 (``make docs``); CI renders the
 # pages without running them, which keeps the check fast.

@@ -58,7 +58,7 @@ class NonFiniteState(SolverError):
 
 class SteadyStateNotFound(SolverError):
     """Neither Newton's method nor integrating to a long time found a state with f(y) = 0;
-    ``t`` is the time the integration reached, ``residual`` the smallest max |f(y)| seen."""
+    ``t`` is the time the integration reached, ``residual`` the smallest ``max |f(y)|`` seen."""
 
     def __init__(self, message: str, t: float, residual: float) -> None:
         super().__init__(message, t)

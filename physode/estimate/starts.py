@@ -2,7 +2,7 @@
 
 Each extra start redraws every free physical parameter (element by element): log-uniform
 between the bounds for positive parameters, uniform for the others, and +-1 decade (or
-+-max(|value|, 1)) around the current value where a bound is missing. Unknown initial
+``+-max(|value|, 1)``) around the current value where a bound is missing. Unknown initial
 states and learnable weights keep their values. The draws are reproducible from ``seed``
 (numpy's ``default_rng``).
 """

@@ -6,18 +6,18 @@ unconstrained form so that any optimiser step, however large, lands on a valid p
 value — the usual reparametrisation trick of constrained maximum likelihood (e.g. Stan
 Reference Manual, "Constraint transforms"; lmfit's "bounds implementation"):
 
-============================  =====================================  ==================
-declaration                   physical value x from unconstrained u  domain of x
-============================  =====================================  ==================
-plain                         x = u                                  (-inf, inf)
-``positive`` or ``scale=log`` x = exp(u)                             (0, inf)
-``bounds=(lo, hi)``           x = lo + (hi - lo) * sigmoid(u)        (lo, hi)
-``bounds`` and ``scale=log``  log x = log lo + log(hi/lo) sigmoid(u) (lo, hi), lo > 0
-``bounds=(lo, inf)``          x = lo + exp(u)                        (lo, inf)
-``bounds=(-inf, hi)``         x = hi - exp(u)                        (-inf, hi)
-============================  =====================================  ==================
+==============================  =======================================  =================
+declaration                     physical value x from unconstrained u    domain of x
+==============================  =======================================  =================
+plain                           x = u                                    (-inf, inf)
+``positive`` or ``scale=log``   x = exp(u)                               (0, inf)
+``bounds=(lo, hi)``             x = lo + (hi - lo) * sigmoid(u)          (lo, hi)
+``bounds`` and ``scale=log``    log x = log lo + log(hi/lo) sigmoid(u)   (lo, hi), lo > 0
+``bounds=(lo, inf)``            x = lo + exp(u)                          (lo, inf)
+``bounds=(-inf, hi)``           x = hi - exp(u)                          (-inf, hi)
+==============================  =======================================  =================
 
-In floating point the maps reach the closed interval only at extreme u (|u| > ~37 for the
+In floating point the maps reach the closed interval only at extreme u (``|u| > ~37`` for the
 logistic, u < -745 for exp); any moderate u lands strictly inside. A declared value must be
 strictly inside its domain, since the boundary has no finite unconstrained preimage.
 """

@@ -48,8 +48,10 @@ class System(ExperimentHooks, Described, nn.Module):
         position_velocity_split: ``(position_name, velocity_name)`` when d(position)/dt
             depends only on the velocity and d(velocity)/dt only on the position (and t):
             the declaration symplectic integrators (leapfrog, Yoshida) rely on.
-        time_units: units of the independent variable, for reports and files.
-        Any :class:`Parameter` class attribute is a declared parameter.
+        time_units: units of the independent variable, for reports
+            and files.
+
+    Any :class:`Parameter` class attribute is a declared parameter.
 
     Instance attributes set by presets: ``y0`` (reference initial state, flat) and
     ``t_span`` (reference ``(t0, t1)``). ``registry_name`` is the name the system was

@@ -135,7 +135,7 @@ class CompiledMethod(Method):
     def step_vjp(self, func: VectorField, names: tuple[str, ...], t: float, h: float,
                  y: torch.Tensor, f: torch.Tensor, a_y: torch.Tensor, a_f: torch.Tensor,
                  ext_cot: torch.Tensor, params: tuple[torch.Tensor, ...]) -> Grads:
-        """Cotangents of (y, f, *params) for one step (see :func:`_step_vjp`); ``func`` is
+        """Cotangents of ``(y, f, *params)`` for one step (see :func:`_step_vjp`); ``func`` is
         an ``nn.Module`` whose trainable parameters are ``params``, named ``names``."""
         if not self.fused_vjp:
             raise NotImplementedError(f"method {self.name!r} has no fused step VJP")

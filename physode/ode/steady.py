@@ -8,7 +8,7 @@ Equations with Newton's Method*, SIAM 2003, ch. 1–2):
    until the residual norm decreases (Armijo backtracking);
 2. when Newton fails, integrate from ``y0`` with a stiff method over growing spans
    (t + 10^-3, t + 10^-2, ... up to ``t_max``), polishing with Newton after each, until
-   max |f| is small;
+   ``max |f|`` is small;
 3. else :class:`~physode.errors.SteadyStateNotFound`, with the residual and time reached.
 
 Conservation laws (conserved moieties of a reaction network, c·f(y) = 0 for every y) make
@@ -258,7 +258,7 @@ def steady_state(func: VectorField, y0: torch.Tensor, *,
     it also fixes the conserved totals, and then gets their gradient; otherwise it only
     picks which steady state is found and gets a zero gradient. ``params``: tensors to
     differentiate (default: the trainable parameters of an ``nn.Module`` ``func``).
-    ``tol``: converged when max |f(y*)| ≤ tol · max(1, max |y*|). ``max_iter``: Newton
+    ``tol``: converged when ``max |f(y*)| ≤ tol · max(1, max |y*|)``. ``max_iter``: Newton
     iterations from ``y0``. ``method``, ``rtol``, ``atol``, ``t_max``: the integration
     fallback (to t + t_max at most). Raises :class:`~physode.errors.SteadyStateNotFound`
     when neither converges.

@@ -25,7 +25,7 @@ _MAX_DENSE = 64  # states up to this size: eigenvalues of a finite-difference Ja
 
 
 def spectral_radius(func: VectorField, t: float, y: torch.Tensor, iters: int = 30) -> float:
-    """An estimate of the largest |eigenvalue| of df/dy at (t, y) (no gradients)."""
+    """An estimate of the largest ``|eigenvalue|`` of df/dy at (t, y) (no gradients)."""
     with torch.no_grad():
         y = y.detach()
         tt = time_tensor(t, y)

@@ -67,7 +67,7 @@ class _Stiff(Method):
 @dataclass(frozen=True)
 class RosenbrockTableau:
     """A Rosenbrock method in Hairer & Wanner's transformed variables (Solving ODEs II,
-    IV.7; the form their codes ROS4 and RODAS use, which needs no matrix-vector product):
+    IV.7; the form their codes ROS4 and RODAS use, which needs no matrix-vector product)::
 
         (I / (h gamma) - J) U_i = f(t + alpha_i h, y0 + sum_j a_ij U_j)
                                   + sum_j (c_ij / h) U_j + h gamma_i df/dt,

@@ -12,21 +12,18 @@ batched loop (:mod:`physode.ode.batch_loop`), with ACA
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
-from physode.errors import InvalidArgument, PhysodeError
+from physode.errors import InvalidArgument
 from physode.ode.batch_loop import integrate_batch
 from physode.ode.batch_parts import BatchStats, BatchTimes
 from physode.ode.compiled_batch import integrate_batch_compiled
-from physode.ode.compiled_loop import usable
 from physode.ode.controller import PIController
 from physode.ode.gradients.batch_aca import batch_aca_solve
 from physode.ode.gradients.batch_compiled_aca import compiled_batch_aca_solve
-from physode.ode.gradients.compiled_aca import module_names
 from physode.ode.loop import Config
+from physode.ode.loop_choice import try_loops
 from physode.ode.methods import METHODS
 from physode.ode.methods.base import Method
 from physode.ode.methods.step import VectorField
@@ -95,24 +92,11 @@ def _compiled(func: VectorField, y0: Tensor, t: Tensor, bt: BatchTimes, cfg: Con
     """The compiled batched loops when they apply (forward only, or ACA with the parameters
     of an ``nn.Module`` field), else None; a field the compiler cannot handle falls back to
     the eager batched loop once, with a warning."""
-    if bt.n_out < 2 or not usable(cfg) or id(func) in _NOT_LOOPABLE:
-        return None
-    names = module_names(func, ps) if needs_grad else ()
-    if needs_grad and (gradient != "aca" or names is None):
-        return None
-    try:
-        if not needs_grad:
-            return integrate_batch_compiled(func, y0, bt, cfg)
-        assert names is not None
-        return compiled_batch_aca_solve(func, y0, t, bt, cfg, ps, names)
-    except PhysodeError:
-        raise
-    except Exception as exc:  # a vector field dynamo/inductor cannot compile as a loop
-        _NOT_LOOPABLE.add(id(func))
-        warnings.warn(f"physode: could not compile the per-sample {cfg.method.name} solve with "
-                      f"this vector field ({type(exc).__name__}: {str(exc)[:200]}); solving "
-                      "it eagerly instead", stacklevel=4)
-        return None
+    return try_loops(
+        func, cfg, bt.n_out, gradient, ps, needs_grad, _NOT_LOOPABLE,
+        lambda: integrate_batch_compiled(func, y0, bt, cfg),
+        lambda names: compiled_batch_aca_solve(func, y0, t, bt, cfg, ps, names),
+        f"the per-sample {cfg.method.name} solve", "solving it eagerly instead")
 
 
 def solve_batch(func: VectorField, y0: Tensor, t: object, cfg: Config, gradient: str,

@@ -19,15 +19,16 @@ from typing import Any
 import numpy.typing as npt
 import torch
 
-from physode.errors import InvalidArgument, PhysodeError
+from physode.errors import InvalidArgument
 from physode.ode.batch_solve import solve_batch
 from physode.ode.compile import compiled
-from physode.ode.compiled_loop import integrate_compiled, usable
+from physode.ode.compiled_loop import integrate_compiled
 from physode.ode.controller import PIController, StepSizeController
 from physode.ode.events import Event, EventRecord
 from physode.ode.gradients import GRADIENTS, check_gradient
-from physode.ode.gradients.compiled_aca import compiled_aca_solve, module_names
+from physode.ode.gradients.compiled_aca import compiled_aca_solve
 from physode.ode.loop import Config, Stats, integrate
+from physode.ode.loop_choice import try_loops
 from physode.ode.methods import get_method
 from physode.ode.methods.step import VectorField
 from physode.ode.segments import SEGMENT_OPTIONS, Plan, plan_segments, solve_segments
@@ -275,24 +276,11 @@ def _in_compiled_loop(func: VectorField, y0: torch.Tensor, t: torch.Tensor, time
     forward only, or ``gradient="aca"`` with the parameters of an ``nn.Module`` field; None
     when it does not (then the per-step compiled path runs). A field the compiler cannot
     handle falls back once, with a warning, and is not tried again."""
-    if len(times) < 2 or not usable(cfg) or id(func) in _NOT_LOOPABLE:
-        return None
-    names = module_names(func, ps) if needs_grad else ()
-    if needs_grad and (gradient != "aca" or names is None):
-        return None
-    try:
-        if not needs_grad:
-            return integrate_compiled(func, y0, times, cfg)
-        assert names is not None
-        return compiled_aca_solve(func, y0, t, times, cfg, ps, names)
-    except PhysodeError:
-        raise
-    except Exception as exc:  # a vector field dynamo/inductor cannot compile as a loop
-        _NOT_LOOPABLE.add(id(func))
-        warnings.warn(f"physode: could not compile the whole {cfg.method.name} solve with this "
-                      f"vector field ({type(exc).__name__}: {str(exc)[:200]}); compiling "
-                      "step by step instead", stacklevel=3)
-        return None
+    return try_loops(
+        func, cfg, len(times), gradient, ps, needs_grad, _NOT_LOOPABLE,
+        lambda: integrate_compiled(func, y0, times, cfg),
+        lambda names: compiled_aca_solve(func, y0, t, times, cfg, ps, names),
+        f"the whole {cfg.method.name} solve", "compiling step by step instead")
 
 
 def solve(

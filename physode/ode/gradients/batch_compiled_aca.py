@@ -21,6 +21,7 @@ from physode.ode.compiled_batch import BatchForward, batch_loop_for, run_batch
 from physode.ode.compiled_loop import Names, field_of
 from physode.ode.gradients.aca import refuse_double_backward
 from physode.ode.gradients.batch_aca import batch_time_gradients
+from physode.ode.gradients.compiled_aca import close_first_step
 from physode.ode.loop import Config
 from physode.ode.methods.step import VectorField
 
@@ -57,10 +58,7 @@ class _CompiledBatchACA(torch.autograd.Function):
         def first(y_: Tensor, *ps_: Tensor) -> Tensor:
             return row_field(field_of(func, names, ps_))(t0, y_)
 
-        pull = torch.func.vjp(first, y0.detach(), *ps)[1]
-        gy0, *gp0 = pull(a_f)
-        a_y = a_y + gy0 + grad_ys[0]
-        g = [a + b for a, b in zip(g, gp0)]
+        a_y, g = close_first_step(first, y0, ps, a_y + grad_ys[0], a_f, g)
         grad_t = None
         if ctx.needs_input_grad[6]:
             grad_t = batch_time_gradients(func, bt, ys, grad_ys, a_y, ctx.f0).to(ctx.t_dtype)

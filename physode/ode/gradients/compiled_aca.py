@@ -14,6 +14,7 @@ an ``nn.Module`` vector field (or there are none): the loops substitute them fun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,6 +34,16 @@ def module_names(func: VectorField, params: tuple[Tensor, ...]) -> Names | None:
     """Names under which ``params`` are exactly ``func``'s trainable parameters (``()``
     for no parameters), else None: the compiled reverse sweep cannot substitute them."""
     return () if not params else module_param_names(func, params)
+
+
+def close_first_step(first: Callable[..., Tensor], y0: Tensor, ps: tuple[Tensor, ...],
+                     a_y: Tensor, a_f: Tensor,
+                     g: list[Tensor] | tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]]:
+    """Pull the cotangent of ``f0 = first(y0, *ps)`` (the first step's derivative, which
+    the reverse loops leave over) back to ``y0`` and the parameters, adding it to theirs."""
+    pull = torch.func.vjp(first, y0.detach(), *ps)[1]
+    gy0, *gp0 = pull(a_f)
+    return a_y + gy0, [a + b for a, b in zip(g, gp0)]
 
 
 class _CompiledACA(torch.autograd.Function):
@@ -68,10 +79,7 @@ class _CompiledACA(torch.autograd.Function):
         def first(y_: Tensor, *ps_: Tensor) -> Tensor:
             return field_of(func, names, ps_)(t0, y_)
 
-        pull = torch.func.vjp(first, y0.detach(), *ps)[1]
-        gy0, *gp0 = pull(a_f)
-        a_y = a_y + gy0 + grad_ys[0]
-        g = [a + b for a, b in zip(g, gp0)]
+        a_y, g = close_first_step(first, y0, ps, a_y + grad_ys[0], a_f, g)
         grad_t = None
         if ctx.needs_input_grad[6]:
             grad_t = time_gradients(func, ctx.times, ys, grad_ys, a_y, ctx.f0).to(ctx.t_dtype)
@@ -90,4 +98,4 @@ def compiled_aca_solve(func: VectorField, y0: Tensor, t: Tensor, times: list[flo
     return ys, box["stats"]
 
 
-__all__ = ["compiled_aca_solve", "module_names"]
+__all__ = ["close_first_step", "compiled_aca_solve", "module_names"]

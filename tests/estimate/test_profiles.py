@@ -8,6 +8,7 @@ from concurrent.futures import Executor, Future
 
 import numpy as np
 import pytest
+from decay_system import Decay
 from scipy.optimize import brentq, minimize_scalar
 
 import physode
@@ -16,21 +17,6 @@ from physode.errors import InvalidArgument
 from physode.estimate.profiles import chi2_threshold
 
 TOL = {"rtol": 1e-7, "atol": 1e-10}
-
-
-class Decay(System):
-    """y' = -k y with the initial value A fitted: y = A e^(-k t)."""
-
-    k = Parameter(1.0, positive=True)
-    state_vars = (StateVar("y"),)
-
-    def __init__(self, **kw):
-        super().__init__()
-        self.set_initial_state({"y": 2.0})
-        self.configure(**kw)
-
-    def vector_field(self, t, s):
-        return {"y": -self.k * s["y"]}
 
 
 class Product(System):

@@ -8,6 +8,7 @@ import math
 import arviz as az
 import numpy as np
 import pytest
+from decay_system import Decay
 
 import physode
 from physode import Parameter, StateVar, System
@@ -18,21 +19,6 @@ from physode.model.priors import Normal
 #: A loose solver keeps the gradients cheap; its error (~1e-4 relative) is far below the
 #: 5% noise, so the posterior is that of the exact model to well within its Monte Carlo error.
 TOL = {"rtol": 1e-4, "atol": 1e-7}
-
-
-class Decay(System):
-    """y' = -k y with the initial value A fitted: y = A e^(-k t)."""
-
-    k = Parameter(1.0, positive=True)
-    state_vars = (StateVar("y"),)
-
-    def __init__(self, **kw):
-        super().__init__()
-        self.set_initial_state({"y": 2.0})
-        self.configure(**kw)
-
-    def vector_field(self, t, s):
-        return {"y": -self.k * s["y"]}
 
 
 @pytest.fixture(scope="module")

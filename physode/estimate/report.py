@@ -63,8 +63,11 @@ def report(res: FitParts, correlation_threshold: float = 0.1) -> str:
         rows.append(("objective", f"{objective['kind']} = {_g(objective['value'])}{note}"))
     starts = conv.starts
     if len(starts) > 1:
-        best = min(range(len(starts)), key=lambda i: starts[i]["chi2"])
-        rows.append(("starts", f"{len(starts)} (best: start {best})"))
+        chi2 = [float(s["chi2"]) for s in starts]
+        best = min(range(len(starts)), key=lambda i: chi2[i])
+        near = sum(c - chi2[best] <= 1e-3 * max(1.0, abs(chi2[best])) for c in chi2)
+        rows.append(("starts", f"{len(starts)} (best: start {best}; {near} within 0.1 % "
+                               "of the best)"))
     width = max(len(k) for k, _ in rows)
     lines += [f"    {k:<{width}} = {v}" for k, v in rows]
 

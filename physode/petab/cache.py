@@ -28,7 +28,7 @@ from torch import Tensor
 from physode.data.atomic import atomic_path
 from physode.errors import InvalidSystem
 
-CODEGEN_VERSION = 2  # equals codegen.VERSION; kept here so a cache hit needs no sympy
+CODEGEN_VERSION = 6  # equals codegen.VERSION; kept here so a cache hit needs no sympy
 
 Observable = tuple[str, str, str]  # (id, formula, noise formula)
 
@@ -77,6 +77,11 @@ class GeneratedModel:
     @property
     def jacobian(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         f: Callable[[Tensor, Tensor, Tensor], Tensor] = self.module.jacobian
+        return f
+
+    @property
+    def param_jacobian(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        f: Callable[[Tensor, Tensor, Tensor], Tensor] = self.module.param_jacobian
         return f
 
     @property

@@ -3,6 +3,9 @@ observables, noise formulas and the times of discontinuities, as one Python modu
 
 The generated functions work on the last axis and broadcast over leading ones:
 ``rhs(t, x, p)``, ``jacobian(t, x, p)`` (``(..., n, n)``, ``J[i, j] = d rhs_i / d x_j``),
+``param_jacobian(t, x, p)`` (``(..., n, len(p))``) and the second-derivative blocks of
+forward sensitivities (``jacobian_dir``, ``param_jacobian_dir``, ``jacobian_dt``,
+``param_jacobian_dt``),
 ``initial(p)``, ``observable_K(t, x, p, op)``, ``sigma_K(t, x, p, op, np_)`` and
 ``breakpoints(p)``. Common subexpressions are computed once (sympy's ``cse``), and only
 the states and parameters an expression uses are read. The Jacobian is derived
@@ -30,7 +33,7 @@ from physode.petab.mathml import TIME
 from physode.petab.sbml import SymbolicModel
 
 #: bump when the generated code changes meaning, so that cached modules are regenerated
-VERSION = 2
+VERSION = 6
 
 _FUNCS = {
     sp.exp: "R.exp", sp.log: "R.log", sp.sin: "R.sin", sp.cos: "R.cos", sp.tan: "R.tan",
@@ -182,6 +185,49 @@ def _function(name: str, args: str, exprs: Sequence[sp.Expr], names: dict[sp.Bas
     return lines
 
 
+def _matrix(name: str, matrix: sp.Matrix, names: dict[sp.Basic, str],
+            loads: Mapping[sp.Basic, str], where: str, args: str = "t, x, p") -> list[str]:
+    """``def name(args)`` returning the ``(..., rows, cols)`` matrix, written entry by
+    entry over its nonzero pattern."""
+    rows, cols = matrix.shape
+    nz = [(i, j) for i in range(rows) for j in range(cols) if matrix[i, j] != 0]
+    flat = [i * cols + j for i, j in nz]
+    lines = _function(name, args, [matrix[i, j] for i, j in nz], names, loads, where,
+                      "_v = [{values}]")
+    return lines + [
+        "    _s = torch.broadcast_shapes(x.shape[:-1], p.shape[:-1]"
+        + (", u.shape[:-1])" if "u" in args.split(", ") else ")"),
+        f"    M = x.new_zeros((*_s, {rows * cols}))",
+        f"    M[..., {flat!r}] = R.stack(_v, x.new_zeros(_s))" if nz else "",
+        f"    return M.view(*_s, {rows}, {cols})"]
+
+
+def _second_derivatives(jac: sp.Matrix, fp: sp.Matrix, xs: Sequence[sp.Symbol],
+                        names: dict[sp.Basic, str], loads: Mapping[sp.Basic, str],
+                        where: str) -> list[str]:
+    """The blocks forward sensitivities need beyond ``J`` and ``F = df/dp``
+    (:mod:`physode.ode.sensitivity_batch`): their derivatives along a state direction
+    ``u``, ``jacobian_dir = sum_k u_k dJ/dx_k`` and ``param_jacobian_dir = sum_k u_k
+    dF/dx_k``, and in time, ``jacobian_dt`` and ``param_jacobian_dt``; symbolic, as AMICI
+    derives its second-order blocks (Fröhlich et al., Bioinformatics 37:3676, 2021)."""
+    us = [sp.Symbol(f"_u{k}", real=True) for k in range(len(xs))]
+    names = dict(names)
+    loads = dict(loads)
+    for k, u in enumerate(us):
+        names[u], loads[u] = f"u_{k}", f"u[..., {k}]"
+
+    def along(m: sp.Matrix) -> sp.Matrix:
+        return m.applyfunc(lambda e: sum((u * sp.diff(e, x) for u, x in zip(us, xs)
+                                          if e.has(x)), sp.Integer(0)))
+
+    lines: list[str] = []
+    for name, m in (("jacobian", jac), ("param_jacobian", fp)):
+        lines += ["", ""] + _matrix(f"{name}_dir", along(m), names, loads, where,
+                                    "t, x, p, u")
+        lines += ["", ""] + _matrix(f"{name}_dt", m.diff(TIME), names, loads, where)
+    return lines
+
+
 def time_roots(exprs: Sequence[sp.Expr], states: set[sp.Symbol]) -> list[sp.Expr]:
     """Times (expressions of parameters) at which a piecewise condition in ``exprs``
     switches; see the module docstring."""
@@ -226,14 +272,10 @@ def generate(model: SymbolicModel, observables: Sequence[ObservableSpec],
                        "return R.stack([{values}], x[..., 0])")
     jac = sp.Matrix(model.rhs).jacobian(xs) if n else sp.zeros(0, 0)
     nz = [(i, j) for i in range(n) for j in range(n) if jac[i, j] != 0]
-    body = _function("jacobian", "t, x, p", [jac[i, j] for i, j in nz], names,
-                     {**x_loads, **p_loads}, where, "_v = [{values}]")
-    lines += ["", ""] + body
-    lines += [f"    J = x.new_zeros((*torch.broadcast_shapes(x.shape[:-1], p.shape[:-1]), {n}, "
-              f"{n}))",
-              f"    for (i, j), v in zip({nz!r}, _v):",
-              "        J[..., i, j] = v",
-              "    return J"]
+    lines += ["", ""] + _matrix("jacobian", jac, names, {**x_loads, **p_loads}, where)
+    fp = sp.Matrix(model.rhs).jacobian(ps) if n else sp.zeros(0, len(ps))
+    lines += ["", ""] + _matrix("param_jacobian", fp, names, {**x_loads, **p_loads}, where)
+    lines += _second_derivatives(jac, fp, xs, names, {**x_loads, **p_loads}, where)
     lines += ["", ""] + _function("initial", "p", model.initial, names, p_loads, where,
                                   "return R.stack([{values}], p[..., 0])")
     dfdt = [sp.diff(e, TIME) for e in model.rhs]

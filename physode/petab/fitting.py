@@ -8,6 +8,12 @@ likelihood (estimated noise parameters, Laplace noise, priors), not a sum of squ
 bound-constrained quasi-Newton method fits every problem alike. Starts are drawn
 uniformly within the bounds (``seed``), and run one after another or on any
 ``concurrent.futures.Executor`` (each worker reloads the problem from its cached code).
+
+With ``optimizer="lm"`` — the choice of ``"auto"`` whenever the problem qualifies (no
+pre-equilibration, steady-state measurements or priors: see
+:func:`physode.petab.batch_objective.supports`) and the starts run in this process — all
+starts run together as one batched Levenberg–Marquardt fit on forward sensitivities
+(:mod:`physode.petab.batch_fit`), which is much faster.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,8 @@ from physode.estimate.parts import Convergence, Estimate, Trajectories
 from physode.estimate.result import FitResult
 from physode.estimate.settings import fit_settings
 from physode.estimate.uncertainty import Statistics, Uncertainty
+from physode.petab.batch_fit import fit_batched
+from physode.petab.batch_objective import supports
 from physode.petab.objective import scale_to_lin
 from physode.petab.simulate import SolverOptions
 from physode.petab.system import fitted_outputs
@@ -95,13 +103,39 @@ def _remote(loader: Callable[..., Any], yaml_path: str, options: dict[str, Any],
     return run_start(problem, x0, max_iter, ftol, gtol)
 
 
+def choose_optimizer(problem: Any, optimizer: str, executor: Executor | None) -> tuple[str, str]:
+    """``("lm" | "lbfgs", why)`` for ``optimizer`` "auto", "lm" or "lbfgs"."""
+    if optimizer not in ("auto", "lm", "lbfgs"):
+        raise InvalidArgument(f"optimizer must be 'auto', 'lm' or 'lbfgs', got {optimizer!r}")
+    reason = supports(problem.objective)
+    if reason is None and any(problem.table.priors[i] is not None for i in problem.table.free):
+        reason = "the problem has priors"
+    if optimizer == "lm" and reason is not None:
+        raise InvalidArgument(f"{problem.name}: optimizer 'lm' (batched least squares) is not "
+                              f"available: {reason}; use 'lbfgs'")
+    if optimizer == "lbfgs":
+        return "lbfgs", "chosen by the caller"
+    if optimizer == "lm":
+        return "lm", "chosen by the caller"
+    if reason is not None:
+        return "lbfgs", f"batched least squares unavailable: {reason}"
+    if executor is not None:
+        return "lbfgs", "starts distributed over an executor run one by one"
+    return "lm", "least squares on forward sensitivities, all starts batched"
+
+
 def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
                 multistart: int = 10, seed: int = 0, executor: Executor | None = None,
                 max_iter: int = 500, ftol: float = 1e-10, gtol: float = 1e-6,
-                include_nominal: bool = False,
+                include_nominal: bool = False, optimizer: str = "auto",
+                compile: bool | None = None,
                 starts: np.ndarray | None = None) -> FitResult:
     """Fit ``problem`` (a :class:`~physode.petab.problem.PetabProblem`); see the module
-    docstring. ``starts`` (``(n, P)`` on the PEtab scales) replaces the random draw."""
+    docstring. ``starts`` (``(n, P)`` on the PEtab scales) replaces the random draw.
+    ``compile`` (batched fits): compile the model's sensitivity kernels (a one-off cost
+    of tens of seconds); default: when ``problem.options.compile`` is set or there are
+    at least 20 starts."""
+    chosen, why = choose_optimizer(problem, optimizer, executor)
     lower, upper = problem.bounds
     if starts is None:
         n = max(int(multistart), 1)
@@ -110,18 +144,23 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
             starts = np.vstack([problem.theta().numpy()[None], starts[:-1]])
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
     t0 = time.perf_counter()
-    if executor is None or loader is None:
+    if chosen == "lm":
+        use_compile = (problem.options.compile or len(starts) >= 20) if compile is None \
+            else compile
+        runs = fit_batched(problem, starts, max_iter=min(max_iter, 200), ftol=ftol,
+                           gtol=gtol, compile=use_compile)
+    elif executor is None or loader is None:
         runs = [run_start(problem, x0, max_iter, ftol, gtol) for x0 in starts]
     else:
         opts = asdict(problem.options)
         futures = [executor.submit(_remote, loader, str(problem.path), opts, x0, max_iter,
                                    ftol, gtol) for x0 in starts]
         runs = [f.result() for f in futures]
-    return build_result(problem, runs, time.perf_counter() - t0, seed)
+    return build_result(problem, runs, time.perf_counter() - t0, seed, chosen, why)
 
 
 def build_result(problem: Any, runs: list[dict[str, Any]], wall: float,
-                 seed: int) -> FitResult:
+                 seed: int, optimizer: str = "lbfgs", why: str = "") -> FitResult:
     """A :class:`FitResult` from the runs (the best one is the estimate)."""
     best = min(runs, key=lambda r: r["fun"])
     ids = problem.free_ids
@@ -159,13 +198,18 @@ def build_result(problem: Any, runs: list[dict[str, Any]], wall: float,
         status=best["status"], stop_reason=best["message"], niter=best["nit"],
         nfev=sum(r["nfev"] for r in runs), ngrad=sum(r["nfev"] for r in runs),
         wall_time=wall, history=best["history"],
-        starts=[{"x0": r["x0"].tolist(), "x": r["x"].tolist(), "nllh": r["fun"],
-                 "status": r["status"], "nit": r["nit"], "nfev": r["nfev"],
-                 "time": r["time"]} for r in runs])
+        starts=[{"start": i, "x0": r["x0"].tolist(), "x": r["x"].tolist(),
+                 "nllh": r["fun"], "chi2": 2 * r["fun"], "status": r["status"],
+                 "nit": r["nit"], "niter": r["nit"], "nfev": r["nfev"],
+                 "stop_reason": r["message"], "time": r["time"],
+                 "initial": dict(zip(ids, scale_to_lin(torch.as_tensor(r["x0"]),
+                                                       scales).tolist()))}
+                for i, r in enumerate(runs)])
     opts = problem.options
     settings = fit_settings(gradient=opts.gradient, method=opts.method, rtol=opts.rtol,
-                            atol=opts.atol, optimizer="lbfgs", multistart=len(runs),
+                            atol=opts.atol, optimizer=optimizer, multistart=len(runs),
                             seed=seed, progress=False, compile=False)
+    settings = replace(settings, optimizer_reason=why)
     fitted, outputs = fitted_outputs(problem, theta)
     trajectories = Trajectories(fitted=fitted, outputs=outputs)
     uncertainty = Uncertainty(covariance=cov, stderr=stderr, correlation=corr)
@@ -173,4 +217,4 @@ def build_result(problem: Any, runs: list[dict[str, Any]], wall: float,
                      convergence, settings, trajectories)
 
 
-__all__ = ["build_result", "draw_starts", "fit_problem", "run_start"]
+__all__ = ["build_result", "choose_optimizer", "draw_starts", "fit_problem", "run_start"]

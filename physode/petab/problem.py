@@ -139,7 +139,12 @@ class PetabProblem:
     def fit(self, multistart: int = 10, seed: int = 0, executor: Executor | None = None,
             **fit_options: Any) -> FitResult:
         """Fit from ``multistart`` starts drawn uniformly within the bounds on the PEtab
-        scale (the first start is the nominal point when ``include_nominal=True``)."""
+        scale (the first start is the nominal point when ``include_nominal=True``).
+
+        ``fit_options``: ``optimizer`` ("auto": all starts as one batched least-squares
+        fit where the problem allows, else L-BFGS-B per start; "lm"; "lbfgs"),
+        ``max_iter``, ``ftol``, ``gtol``, ``compile``, ``include_nominal``, ``starts``;
+        see :func:`physode.petab.fitting.fit_problem`."""
         with single_thread():
             return fit_problem(self, loader=load, multistart=multistart, seed=seed,
                                executor=executor, **fit_options)

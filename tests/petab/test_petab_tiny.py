@@ -71,7 +71,7 @@ def test_fit_reaches_the_closed_form_optimum(yaml_path):
     # from this start L-BFGS-B's first trial is the corner k = 10, sigma_B = 0.001 of the
     # bounds, where A underflows and the log observable is not finite: the run must
     # recover from the failed evaluation (fitting.run_start) and still reach the optimum
-    result = prob.fit(starts=np.array([[-0.46453513, -0.34218466]]))
+    result = prob.fit(starts=np.array([[-0.46453513, -0.34218466]]), optimizer="lbfgs")
     (start,) = result.starts
     assert start["nfev"] > len(result.history)  # a failed evaluation happened
     assert start["nllh"] == pytest.approx(best.fun, abs=1e-4)

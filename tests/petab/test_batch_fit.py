@@ -1,0 +1,103 @@
+"""Batched PEtab evaluation and fitting (batch_objective, batch_fit): the batched nllh
+equals the closed form and AMICI, ``½‖r‖²`` differs from it by a constant, ``Jᵀr`` is the
+gradient, the Fisher information gives the textbook stderr of a noise parameter, and
+``fit`` chooses batched least squares when it can and reaches the optimum."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize
+import tiny_problem as tiny
+import torch
+
+import physode.petab as petab
+from physode.errors import InvalidArgument
+from physode.petab import SolverOptions
+from physode.petab.batch_objective import BatchResiduals, supports
+from physode.petab.fitting import choose_optimizer
+
+ROOT = Path(__file__).resolve().parents[2] / "datasets" / "petab"
+
+
+@pytest.fixture(scope="module")
+def yaml_path(tmp_path_factory):
+    return tiny.write(tmp_path_factory.mktemp("tiny_batch"))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PHYSODE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _closed(theta: np.ndarray) -> float:
+    return tiny.nllh(10.0 ** theta[0], math.exp(theta[1]))
+
+
+THETA = np.array([[math.log10(0.5), math.log(0.05)], [math.log10(0.8), math.log(0.2)],
+                  [math.log10(1.3), math.log(0.3)]])
+
+
+def test_batched_nllh_residuals_and_gradient_match_the_closed_form(yaml_path):
+    prob = petab.load(yaml_path, options=SolverOptions(rtol=1e-10, atol=1e-12))
+    ev = BatchResiduals(prob.objective, prob.options)(torch.tensor(THETA))
+    assert ev.ok.all()
+    np.testing.assert_allclose(ev.nllh.numpy(), [_closed(t) for t in THETA], rtol=1e-8)
+    # ½‖r‖² + constant = nllh, the same constant for every row
+    offset = (ev.nllh - 0.5 * (ev.r**2).sum(1)).numpy()
+    np.testing.assert_allclose(offset, offset[0], rtol=0, atol=1e-8)
+    grad = (ev.jac.transpose(1, 2) @ ev.r[:, :, None])[:, :, 0].numpy()
+    h = 1e-6
+    for b, theta in enumerate(THETA):
+        fd = [(_closed(theta + h * e) - _closed(theta - h * e)) / (2 * h) for e in np.eye(2)]
+        np.testing.assert_allclose(grad[b], fd, rtol=1e-5, atol=1e-5)
+
+
+def test_fisher_information_gives_the_textbook_noise_stderr(yaml_path):
+    prob = petab.load(yaml_path, options=SolverOptions(rtol=1e-8, atol=1e-10))
+    ev = BatchResiduals(prob.objective, prob.options)(torch.tensor(THETA[:1]))
+    cov = np.linalg.inv(ev.fim[0].numpy())
+    # ln sigma_B of normal noise from N = 10 measurements: variance 1 / (2N)
+    assert math.sqrt(cov[1, 1]) == pytest.approx(1 / math.sqrt(20), rel=1e-6)
+
+
+def test_nllh_at_nominal_equals_amici_batched():
+    name = "Boehm_JProteomeRes2014"
+    prob = petab.load(ROOT / name / f"{name}.yaml")
+    ev = BatchResiduals(prob.objective, prob.options)(prob.theta()[None])
+    assert abs(float(ev.nllh[0]) - 138.22199693517703) < 1e-3
+
+
+def test_fit_batches_the_starts_and_reaches_the_optimum(yaml_path):
+    best = scipy.optimize.minimize(_closed, [math.log10(0.4), math.log(0.1)],
+                                   method="Nelder-Mead",
+                                   options={"xatol": 1e-10, "fatol": 1e-12})
+    prob = petab.load(yaml_path, options=SolverOptions(rtol=1e-8, atol=1e-10))
+    result = prob.fit(multistart=3, seed=1)
+    assert result.settings.optimizer == "lm"
+    assert "batched" in result.settings.optimizer_reason
+    for start in result.starts:
+        assert start["nllh"] == pytest.approx(best.fun, abs=1e-5)
+    assert float(result.params["k"]) == pytest.approx(10.0 ** best.x[0], rel=1e-4)
+    assert "3 within 0.1 % of the best" in result.report()
+
+
+def test_the_choice_falls_back_to_lbfgs_and_says_why(yaml_path):
+    prob = petab.load(yaml_path)
+    assert supports(prob.objective) is None
+    assert choose_optimizer(prob, "auto", None)[0] == "lm"
+    with ThreadPoolExecutor(1) as pool:
+        chosen, why = choose_optimizer(prob, "auto", pool)
+    assert chosen == "lbfgs" and "executor" in why
+    assert choose_optimizer(prob, "lbfgs", None)[0] == "lbfgs"
+    with pytest.raises(InvalidArgument, match="optimizer must be"):
+        choose_optimizer(prob, "newton", None)
+    brannmark = petab.load(ROOT / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml")
+    chosen, why = choose_optimizer(brannmark, "auto", None)
+    assert chosen == "lbfgs" and "pre-equilibration" in why
+    with pytest.raises(InvalidArgument, match="pre-equilibration"):
+        choose_optimizer(brannmark, "lm", None)

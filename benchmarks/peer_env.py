@@ -9,6 +9,7 @@ JSON on stdin and prints one JSON object; the benchmark puts it in the same tabl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -44,8 +45,10 @@ def run_peer(name: str, script: str, spec: dict[str, Any], timeout: float = 1800
     python = peer_python(name)
     if python is None:
         return None
+    # tools the peer installed (swig for AMICI's model build) are on its own PATH
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run([str(python), str(HERE / "peers" / script)], input=json.dumps(spec),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         print(f"peer {name}: {script} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None

@@ -126,7 +126,7 @@ def choose_optimizer(problem: Any, optimizer: str, executor: Executor | None) ->
 
 def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
                 multistart: int = 10, seed: int = 0, executor: Executor | None = None,
-                max_iter: int = 500, ftol: float = 1e-10, gtol: float = 1e-6,
+                max_iter: int = 500, ftol: float | None = None, gtol: float = 1e-6,
                 include_nominal: bool = False, optimizer: str = "auto",
                 compile: bool | None = None,
                 starts: np.ndarray | None = None) -> FitResult:
@@ -134,7 +134,9 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
     docstring. ``starts`` (``(n, P)`` on the PEtab scales) replaces the random draw.
     ``compile`` (batched fits): compile the model's sensitivity kernels (a one-off cost
     of tens of seconds); default: when ``problem.options.compile`` is set or there are
-    at least 20 starts."""
+    at least 20 starts. ``ftol``: relative decrease of the objective that ends a start
+    (default 1e-8 for batched least squares, fides's default ``frtol``; 1e-10 for
+    L-BFGS-B)."""
     chosen, why = choose_optimizer(problem, optimizer, executor)
     lower, upper = problem.bounds
     if starts is None:
@@ -147,9 +149,12 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
     if chosen == "lm":
         use_compile = (problem.options.compile or len(starts) >= 20) if compile is None \
             else compile
-        runs = fit_batched(problem, starts, max_iter=min(max_iter, 200), ftol=ftol,
+        runs = fit_batched(problem, starts, max_iter=min(max_iter, 200),
+                           ftol=1e-8 if ftol is None else ftol,
                            gtol=gtol, compile=use_compile)
-    elif executor is None or loader is None:
+        return build_result(problem, runs, time.perf_counter() - t0, seed, chosen, why)
+    ftol = 1e-10 if ftol is None else ftol
+    if executor is None or loader is None:
         runs = [run_start(problem, x0, max_iter, ftol, gtol) for x0 in starts]
     else:
         opts = asdict(problem.options)

@@ -154,3 +154,15 @@ def test_bad_shapes_and_times_are_refused():
         solve_sensitivities(CLOSED, x0, s0[:, :, :2], p, dp, torch.tensor([1.0], dtype=D))
     with pytest.raises(InvalidArgument, match="increasing"):
         solve_sensitivities(CLOSED, x0, s0, p, dp, torch.tensor([2.0, 1.0], dtype=D))
+
+
+@pytest.mark.slow  # compiles the model kernels (tens of seconds); run by `make test-slow`
+def test_compiled_kernels_give_the_eager_result():
+    p, x0, dp, s0 = setup()
+    times = torch.tensor([0.0, 1.0, 3.0], dtype=D)
+    eager = solve_sensitivities(CLOSED, x0, s0, p, dp, times, rtol=1e-8, atol=1e-11)
+    compiled = solve_sensitivities(CLOSED, x0, s0, p, dp, times, rtol=1e-8, atol=1e-11,
+                                   compile=True)
+    torch.testing.assert_close(compiled.x, eager.x, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(compiled.s, eager.s, rtol=1e-12, atol=1e-14)
+    assert compiled.steps.tolist() == eager.steps.tolist()

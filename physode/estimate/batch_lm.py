@@ -14,10 +14,17 @@ Levenberg–Marquardt method: Kanzow, Yamashita & Fukushima, J. Comput. Appl. Ma
 172:375, 2004). The trial point is accepted when the actual reduction of ``½‖r‖²`` is a
 positive fraction of the reduction the linear model predicts; ``λ`` follows Nielsen's
 update (Madsen, Nielsen & Tingleff, "Methods for non-linear least squares problems",
-IMM DTU 2004, sec. 3.2). A start stops when the relative decrease of the cost over an
-accepted step is below ``ftol``, the step is below ``xtol`` relative to ``x``, the
-projected gradient's largest entry is below ``gtol``, its evaluation fails at the start,
-or after ``max_iter`` iterations.
+IMM DTU 2004, sec. 3.2). A start stops when the decrease of the cost over an accepted
+step is below ``ftol`` relative to the cost or below ``fatol``, the step is below
+``xtol`` relative to ``x``, the projected gradient's largest entry is below ``gtol``, its
+evaluation fails at the start, or after ``max_iter`` iterations.
+
+``fun`` may return its own curvature matrix in place of ``JᵀJ``: the expected Fisher
+information, for a likelihood whose noise parameters are fitted (Fisher scoring: Osborne,
+Int. Stat. Rev. 60:99, 1992). There ``JᵀJ`` underestimates the curvature in ``ln σ`` by
+half at the optimum (the residuals ``d/σ`` are not linear in ``ln σ``), so Gauss–Newton
+steps in ``σ`` overshoot twofold and convergence crawls; the Fisher information has the
+right curvature, and the gradient ``Jᵀr`` stays exact.
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-#: ``fun(x (B, q)) -> (r (B, m), J (B, m, q), ok (B,))``
-BatchFun = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+#: ``fun(x (B, q)) -> (r (B, m), J (B, m, q), ok (B,))``, or with a fourth entry, the
+#: curvature matrix ``(B, q, q)`` to use in place of ``JᵀJ`` (see the module docstring)
+BatchFun = Callable[[Tensor], tuple[Tensor, ...]]
 
 
 @dataclass
 class BatchLSResult:
     """Per start: final ``x (B, q)``, ``cost = ½‖r‖²`` (``inf`` for failed starts),
     ``status`` ("converged", "max_iter", "stalled" or "failed"), iterations ``nit`` and
-    evaluations ``nfev``, the Gauss–Newton matrix ``JᵀJ (B, q, q)`` at ``x``, and the cost
+    evaluations ``nfev``, the curvature matrix (``JᵀJ`` or ``fun``'s own) ``(B, q, q)`` at
+    ``x``, and the cost
     history of each start."""
 
     x: Tensor
@@ -74,21 +83,30 @@ def _step(jtj: Tensor, g: Tensor, lam: Tensor, free: Tensor) -> Tensor:
                        torch.zeros_like(step))
 
 
+def _evaluate(fun: BatchFun, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(r, J, ok, curvature)``: ``fun``'s own curvature matrix, else ``JᵀJ``."""
+    out = fun(x)
+    r, J, ok = out[:3]
+    curvature = out[3] if len(out) > 3 else J.transpose(1, 2) @ J
+    return r, J, ok, curvature
+
+
 def batch_least_squares(fun: BatchFun, x0: Tensor, lower: Tensor, upper: Tensor, *,
-                        max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10,
-                        gtol: float = 1e-8, lam0: float = 1e-3,
+                        max_iter: int = 200, ftol: float = 1e-10, fatol: float = 0.0,
+                        xtol: float = 1e-10, gtol: float = 1e-8, lam0: float = 1e-3,
                         callback: Callable[[int, Tensor], None] | None = None
                         ) -> BatchLSResult:
     """Minimise ``½‖r(x)‖²`` from every row of ``x0`` within ``[lower, upper]``; see the
-    module docstring. ``callback(iteration, cost)`` sees the costs after each iteration."""
+    module docstring. An accepted step whose decrease of the cost is at most ``ftol``
+    times the cost, or at most ``fatol``, ends a start. ``callback(iteration, cost)`` sees
+    the costs after each iteration."""
     t0 = time.perf_counter()
     B, q = x0.shape
     x = torch.minimum(torch.maximum(x0.clone(), lower), upper)
-    r, J, ok = fun(x)
+    r, J, ok, jtj = _evaluate(fun, x)
     nfev = torch.ones(B, dtype=torch.long)
     nit = torch.zeros(B, dtype=torch.long)
     cost = torch.where(ok, 0.5 * (r * r).sum(1), torch.full((B,), math.inf, dtype=x.dtype))
-    jtj = J.transpose(1, 2) @ J
     g = (J.transpose(1, 2) @ r[:, :, None])[:, :, 0]
     lam = torch.full((B,), lam0, dtype=x.dtype)
     nu = torch.full((B,), 2.0, dtype=x.dtype)
@@ -107,7 +125,7 @@ def batch_least_squares(fun: BatchFun, x0: Tensor, lower: Tensor, upper: Tensor,
         step = x_try - x[rows]
         predicted = -((g[rows] * step).sum(1)
                       + 0.5 * (step[:, None, :] @ jtj[rows] @ step[:, :, None])[:, 0, 0])
-        r_t, J_t, ok_t = fun(x_try)
+        r_t, J_t, ok_t, jtj_t = _evaluate(fun, x_try)
         nfev[rows] += 1
         nit[rows] += 1
         cost_t = torch.where(ok_t, 0.5 * (r_t * r_t).sum(1),
@@ -119,13 +137,14 @@ def batch_least_squares(fun: BatchFun, x0: Tensor, lower: Tensor, upper: Tensor,
         shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
         lam_r = torch.where(accept, lam[rows] * shrink, lam[rows] * nu[rows])
         nu_r = torch.where(accept, torch.full_like(nu[rows], 2.0), nu[rows] * 2.0)
-        small_f = accept & (actual <= ftol * cost[rows].abs().clamp(min=1e-300))
+        small_f = accept & ((actual <= ftol * cost[rows].abs().clamp(min=1e-300))
+                            | (actual <= fatol))
         small_x = step.norm(dim=1) <= xtol * (x[rows].norm(dim=1) + xtol)
         a = accept.nonzero()[:, 0]
         if len(a):
             ra = rows[a]
             x[ra], cost[ra] = x_try[a], cost_t[a]
-            jtj[ra] = J_t[a].transpose(1, 2) @ J_t[a]
+            jtj[ra] = jtj_t[a]
             g[ra] = (J_t[a].transpose(1, 2) @ r_t[a][:, :, None])[:, :, 0]
         lam[rows], nu[rows] = lam_r, nu_r
         for i, b in enumerate(rows.tolist()):

@@ -79,3 +79,39 @@ def test_the_optimum_equals_scipy_least_squares():
     for b in range(2):
         np.testing.assert_allclose(res.x[b].numpy(), ref.x, rtol=1e-6)
         assert float(res.cost[b]) == pytest.approx(ref.cost, rel=1e-10)
+
+
+def test_fisher_scoring_fits_a_noise_parameter_fast_and_exactly():
+    # data ~ N(mu, sigma): residuals d/sigma and sqrt(2 (ln sigma + C)) per point, so that
+    # ½‖r‖² = nllh + const; the optimum is mu = mean, sigma^2 = mean squared deviation
+    rng = np.random.default_rng(0)
+    y = torch.tensor(3.0 + 0.5 * rng.standard_normal(40))
+    n, C = len(y), 50.0
+
+    def fun(x, scoring):
+        mu, s = x[:, :1], x[:, 1:]
+        sig = torch.exp(s)
+        d = (y - mu) / sig
+        rs = torch.sqrt(2 * (s + C)).expand(-1, n)
+        r = torch.cat([d, rs], dim=1)
+        J = torch.zeros(len(x), 2 * n, 2, dtype=D)
+        J[:, :n, 0], J[:, :n, 1] = -1 / sig, -d
+        J[:, n:, 1] = 1 / rs
+        ok = torch.ones(len(x), dtype=torch.bool)
+        if not scoring:
+            return r, J, ok
+        fim = torch.zeros(len(x), 2, 2, dtype=D)
+        fim[:, 0, 0], fim[:, 1, 1] = n / sig[:, 0] ** 2, 2.0 * n
+        return r, J, ok, fim
+
+    x0 = torch.tensor([[2.0, 1.0], [4.0, -2.0]], dtype=D)
+    lo, hi = torch.tensor([-10.0, -5.0], dtype=D), torch.tensor([10.0, 5.0], dtype=D)
+    scoring = batch_least_squares(lambda x: fun(x, True), x0, lo, hi, ftol=0, fatol=1e-12)
+    plain = batch_least_squares(lambda x: fun(x, False), x0, lo, hi, ftol=0, fatol=1e-12,
+                                max_iter=300)
+    mu, var = float(y.mean()), float(((y - y.mean()) ** 2).mean())
+    for res in (scoring, plain):
+        torch.testing.assert_close(res.x[:, 0], torch.full((2,), mu, dtype=D))
+        torch.testing.assert_close(res.x[:, 1], torch.full((2,), 0.5 * np.log(var), dtype=D))
+    # JᵀJ holds half the curvature in ln sigma: its steps overshoot and converge slowly
+    assert int(scoring.nit.max()) < int(plain.nit.min())

@@ -9,7 +9,7 @@ observables.
 The fit runs from random starts plus the nominal point (the published optimum, negative
 log-likelihood 138.222) on the log10 scale, all starts together as one batched
 Levenberg–Marquardt fit on forward sensitivities (:mod:`physode.petab.batch_fit`), eager
-(about 15 s for 20 starts); ``--compile`` compiles the model's kernels first (about 30 s
+(about 50 s for 20 starts on 2 cores); ``--compile`` compiles the model's kernels first (about 30 s
 with a cold torch cache, a few seconds after that), which halves the time per iteration.
 Evaluations run on one torch thread
 (:func:`physode.petab.simulate.single_thread`).

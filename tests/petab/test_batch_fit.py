@@ -24,16 +24,6 @@ from physode.petab.fitting import choose_optimizer
 ROOT = Path(__file__).resolve().parents[2] / "datasets" / "petab"
 
 
-@pytest.fixture(scope="module")
-def yaml_path(tmp_path_factory):
-    return tiny.write(tmp_path_factory.mktemp("tiny_batch"))
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PHYSODE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def _closed(theta: np.ndarray) -> float:
     return tiny.nllh(10.0 ** theta[0], math.exp(theta[1]))
 

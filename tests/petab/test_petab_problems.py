@@ -27,11 +27,6 @@ SLOW = ["Fujita_SciSignal2010", "Elowitz_Nature2000", "Brannmark_JBC2010",
         "Lucarelli_CellSystems2018"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PHYSODE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def _load(name: str, **opts) -> petab.PetabProblem:
     return petab.load(ROOT / name / f"{name}.yaml", options=SolverOptions(**opts))
 

@@ -15,16 +15,6 @@ from physode.petab import SolverOptions
 from physode.petab.simulate import single_thread
 
 
-@pytest.fixture(scope="module")
-def yaml_path(tmp_path_factory):
-    return tiny.write(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PHYSODE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def _theta(k: float, sigma: float) -> np.ndarray:
     return np.array([math.log10(k), math.log(sigma)])
 

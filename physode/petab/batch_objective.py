@@ -14,9 +14,14 @@ then for every measurement ``sqrt(2 (ln σ + C))`` (the form Data2Dynamics uses 
 estimated noise parameters: Raue et al., Bioinformatics 31:3558, 2015), ``C`` large enough
 that the root is real. Measurements missing (NaN) contribute nothing.
 
-Supported: every PEtab feature of :class:`~physode.petab.objective.PetabObjective` except
-pre-equilibration and steady-state (``inf``) measurements; :func:`supports` says whether a
-problem qualifies.
+Pre-equilibration and steady-state (``inf``) measurements: the states and their
+sensitivities are integrated to ``SolverOptions.steady_horizon`` (steps grow
+geometrically once the state rests, so the horizon costs a few steps per decade) and a row
+counts as steady when ``||dx/dt||_wrms <= 1`` there, with weights ``1 / (steady_atol +
+steady_rtol |x|)`` as in :func:`physode.petab.simulate.steady_state`; the sensitivities
+at the horizon are those of the steady state (their transients decay with the state's),
+and conserved totals stay those of the start, as AMICI's pre-equilibration keeps them.
+:func:`supports` says whether a problem qualifies.
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
-from physode.ode.sensitivity_batch import SensitivityField, solve_sensitivities
+from physode.ode.sensitivity_batch import (
+    SensitivityField,
+    SensitivityResult,
+    solve_sensitivities,
+)
 from physode.petab.objective import ObservableGroup, PetabObjective
 from physode.petab.simulate import SolverOptions
 from physode.petab.tables import Sources
@@ -41,12 +50,10 @@ _LN10 = math.log(10.0)
 
 
 def supports(objective: PetabObjective) -> str | None:
-    """``None`` when :class:`BatchResiduals` can evaluate ``objective``, else the reason."""
-    for s in objective.simulations:
-        if s.preequilibration is not None:
-            return f"condition {s.condition!r} has a pre-equilibration"
-        if s.steady:
-            return f"condition {s.condition!r} has steady-state (inf) measurements"
+    """``None`` when :class:`BatchResiduals` can evaluate ``objective``, else the reason:
+    there must be something to fit."""
+    if not objective.free:
+        return "no parameter is estimated"
     return None
 
 
@@ -104,13 +111,15 @@ class BatchResiduals:
         self.field = sensitivity_field(objective)
         self.free = torch.tensor(objective.free, dtype=torch.long)
         self.scales = objective.free_scales
-        # per group: (simulation, time position) of each row
+        # per group: (simulation, time position) of each row; inf: the steady state, after
+        # the finite times
         self.positions = []
         for g in objective.groups:
             sims = [objective.simulations[s] for s, _ in g.time_pos]
             self.positions.append(
                 (torch.tensor([s for s, _ in g.time_pos]),
-                 torch.tensor([sim.times.index(t) for sim, (_, t) in zip(sims, g.time_pos)])))
+                 torch.tensor([len(sim.times) if math.isinf(t) else sim.times.index(t)
+                               for sim, (_, t) in zip(sims, g.time_pos)])))
 
     def lin(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """All parameters on the linear scale ``(B, N)`` and ``d lin / d theta``
@@ -126,9 +135,18 @@ class BatchResiduals:
         return lin, dlin
 
     def _initial(self, p: Tensor, dp: Tensor, lin: Tensor, dlin: Tensor,
-                 overrides: list[tuple[int, int, float]]) -> tuple[Tensor, Tensor]:
-        """Initial states ``(B, n)`` and their sensitivities ``(B, n, q)``."""
+                 overrides: list[tuple[int, int, float]],
+                 start: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Initial states ``(B, n)`` and their sensitivities ``(B, n, q)``: the model's
+        initial values, or ``start`` (a pre-equilibrated state and its sensitivities),
+        with the condition's overrides."""
         q = dp.shape[2]
+        if start is not None:
+            x, s = start[0].clone(), start[1].clone()
+            for i, idx, c in overrides:
+                x[:, i] = lin[:, idx] if idx >= 0 else c
+                s[:, i] = dlin[:, idx] if idx >= 0 else 0.0
+            return x, s
         with fwad.dual_level():
             pd_ = fwad.make_dual(p.expand(q, -1, -1).contiguous(),
                                  dp.permute(2, 0, 1).contiguous())
@@ -143,26 +161,59 @@ class BatchResiduals:
 
     def states(self, lin: Tensor, dlin: Tensor) -> tuple[list[tuple[Tensor, Tensor, Tensor,
                                                                    Tensor]], Tensor]:
-        """Per simulation ``(x (B, T, n), s (B, T, n, q), p (B, P), dp (B, P, q))`` and the
+        """Per simulation ``(x (B, T, n), s (B, T, n, q), p (B, P), dp (B, P, q))`` (``T``:
+        its finite times, then the steady state if it has ``inf`` measurements) and the
         rows whose solves all succeeded."""
         ok = torch.ones(len(lin), dtype=torch.bool)
         out = []
-        opts = self.options
         for sim in self.obj.simulations:
+            start = None
+            if sim.preequilibration is not None and sim.pre_params is not None:
+                pp, dpp = _gather(lin, dlin, sim.pre_params)
+                xp, sp = self._initial(pp, dpp, lin, dlin, sim.pre_overrides)
+                xe, se, okp = self._steady(pp, dpp, xp, sp)
+                ok &= okp
+                start = (xe, se)
             p, dp = _gather(lin, dlin, sim.params)
-            x0, s0 = self._initial(p, dp, lin, dlin, sim.overrides)
-            breaks = None
-            if self.obj.model.n_breakpoints:
-                bp = self.obj.model.breakpoints(p)
-                breaks = torch.stack([torch.as_tensor(b, dtype=p.dtype).expand(len(p))
-                                      for b in bp], dim=1)
-            times = torch.tensor(sim.times, dtype=lin.dtype)
-            res = solve_sensitivities(self.field, x0, s0, p, dp, times, breaks=breaks,
-                                      rtol=opts.rtol, atol=opts.atol,
-                                      max_steps=opts.max_steps, compile=self.compile)
-            ok &= res.ok
-            out.append((res.x, res.s, p, dp))
+            x0, s0 = self._initial(p, dp, lin, dlin, sim.overrides, start)
+            xs, ss = x0[:, :0], s0[:, :0]
+            if sim.times:
+                res = self._solve(p, dp, x0, s0, torch.tensor(sim.times, dtype=lin.dtype))
+                xs, ss = res.x, res.s
+                ok &= res.ok
+            if sim.steady:
+                xe, se, oks = self._steady(p, dp, x0, s0)
+                xs, ss = torch.cat([xs, xe[:, None]], 1), torch.cat([ss, se[:, None]], 1)
+                ok &= oks
+            out.append((xs, ss, p, dp))
         return out, ok
+
+    def _solve(self, p: Tensor, dp: Tensor, x0: Tensor, s0: Tensor,
+               times: Tensor) -> SensitivityResult:
+        """One batched sensitivity solve from time 0, through the model's breakpoints."""
+        breaks = None
+        if self.obj.model.n_breakpoints:
+            bp = self.obj.model.breakpoints(p)
+            breaks = torch.stack([torch.as_tensor(b, dtype=p.dtype).expand(len(p))
+                                  for b in bp], dim=1)
+        opts = self.options
+        return solve_sensitivities(self.field, x0, s0, p, dp, times, breaks=breaks,
+                                   rtol=opts.rtol, atol=opts.atol, max_steps=opts.max_steps,
+                                   compile=self.compile)
+
+    def _steady(self, p: Tensor, dp: Tensor, x0: Tensor,
+                s0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """States and sensitivities at the steady-state horizon, and which rows rest
+        there (see the module docstring)."""
+        opts = self.options
+        horizon = torch.tensor([opts.steady_horizon], dtype=p.dtype)
+        res = self._solve(p, dp, x0, s0, horizon)
+        x, s = res.x[:, 0], res.s[:, 0]
+        t = horizon.expand(len(p))
+        f = self.field.rhs(t, torch.nan_to_num(x), p)
+        w = opts.steady_atol + opts.steady_rtol * x.abs()
+        rest = ((f / w) ** 2).mean(dim=1).sqrt() <= 1.0
+        return x, s, res.ok & rest
 
     def __call__(self, theta: Tensor) -> BatchEvaluation:
         """Residuals, Jacobian and nllh of every row of ``theta (B, q)``."""

@@ -9,9 +9,9 @@ bound-constrained quasi-Newton method fits every problem alike. Starts are drawn
 uniformly within the bounds (``seed``), and run one after another or on any
 ``concurrent.futures.Executor`` (each worker reloads the problem from its cached code).
 
-With ``optimizer="lm"`` — the choice of ``"auto"`` whenever the problem qualifies (no
-pre-equilibration, steady-state measurements or priors: see
-:func:`physode.petab.batch_objective.supports`) and the starts run in this process — all
+With ``optimizer="lm"`` — the choice of ``"auto"`` whenever the objective is a sum of squares
+(no priors; :func:`physode.petab.batch_objective.supports`) and the starts run in this
+process — all
 starts run together as one batched Levenberg–Marquardt fit on forward sensitivities
 (:mod:`physode.petab.batch_fit`), which is much faster.
 """

@@ -93,7 +93,7 @@ def test_fit_batches_the_starts_and_reaches_the_optimum(yaml_path):
     assert "3 within 0.1 % of the best" in result.report()
 
 
-def test_the_choice_falls_back_to_lbfgs_and_says_why(yaml_path):
+def test_the_choice_falls_back_to_lbfgs_and_says_why(yaml_path, tmp_path):
     prob = petab.load(yaml_path)
     assert supports(prob.objective) is None
     assert choose_optimizer(prob, "auto", None)[0] == "lm"
@@ -103,8 +103,53 @@ def test_the_choice_falls_back_to_lbfgs_and_says_why(yaml_path):
     assert choose_optimizer(prob, "lbfgs", None)[0] == "lbfgs"
     with pytest.raises(InvalidArgument, match="optimizer must be"):
         choose_optimizer(prob, "newton", None)
-    brannmark = petab.load(ROOT / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml")
-    chosen, why = choose_optimizer(brannmark, "auto", None)
-    assert chosen == "lbfgs" and "pre-equilibration" in why
-    with pytest.raises(InvalidArgument, match="pre-equilibration"):
-        choose_optimizer(brannmark, "lm", None)
+    # a prior makes the objective more than a sum of squares
+    with_prior = tiny.write(tmp_path / "prior")
+    table = with_prior.parent / "parameters.tsv"
+    lines = table.read_text().splitlines()
+    lines = [lines[0] + "\tobjectivePriorType\tobjectivePriorParameters",
+             lines[1] + "\tnormal\t0.5;0.1", lines[2] + "\t\t"]
+    table.write_text("\n".join(lines) + "\n")
+    prior = petab.load(with_prior)
+    chosen, why = choose_optimizer(prior, "auto", None)
+    assert chosen == "lbfgs" and "priors" in why
+    with pytest.raises(InvalidArgument, match="priors"):
+        choose_optimizer(prior, "lm", None)
+
+
+def test_pre_equilibration_and_steady_states_match_the_unbatched_objective(tmp_path):
+    # the tiny problem with c1 pre-equilibrated in c0 (A -> B to completion: A = 0,
+    # B = 1, then c1 sets A = 2) and a steady-state measurement of B in c0
+    path = tiny.write(tmp_path / "pre")
+    m = path.parent / "measurements.tsv"
+    rows = m.read_text().splitlines()
+    out = [rows[0] + "\tpreequilibrationConditionId"]
+    out += [r + ("\tc0" if "\tc1\t" in r else "\t") for r in rows[1:]]
+    out.append("obs_B\tc0\tinf\t0.98\t")
+    m.write_text("\n".join(out) + "\n")
+    prob = petab.load(path, options=SolverOptions(rtol=1e-10, atol=1e-12))
+    theta = torch.tensor(THETA[1:])
+    ev = BatchResiduals(prob.objective, prob.options)(theta)
+    assert ev.ok.all()
+    for b in range(len(theta)):
+        value, grad = prob.nllh_and_grad(theta[b])
+        assert float(ev.nllh[b]) == pytest.approx(value, rel=1e-8, abs=1e-8)
+        g = (ev.jac[b].T @ ev.r[b]).numpy()
+        np.testing.assert_allclose(g, grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow  # ~50 s: Brannmark's eight pre-equilibrated conditions, twice
+def test_pre_equilibration_batched_matches_amici_and_the_aca_gradient():
+    # Brannmark_JBC2010: every condition pre-equilibrates (Dose_0), then insulin steps
+    name = "Brannmark_JBC2010"
+    prob = petab.load(ROOT / name / f"{name}.yaml", options=SolverOptions(rtol=1e-9,
+                                                                           atol=1e-11))
+    evaluate = BatchResiduals(prob.objective, prob.options)
+    nominal = evaluate(prob.theta()[None])
+    assert abs(float(nominal.nllh[0]) - 141.889113770537) < 1e-3  # AMICI, README
+    theta = prob.theta() + 0.05
+    ev = evaluate(theta[None])
+    grad = (ev.jac.transpose(1, 2) @ ev.r[:, :, None])[0, :, 0].numpy()
+    value, ref = prob.nllh_and_grad(theta)  # ACA through the Newton steady state (IFT)
+    assert float(ev.nllh[0]) == pytest.approx(value, rel=1e-8)
+    np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())

@@ -26,8 +26,9 @@ def main() -> None:
                                            model_name="peer_" + str(int(time.time())))
     pproblem = importer.create_problem()
     compile_s = time.perf_counter() - t0
-    nominal = float(pproblem.objective(pproblem.x_guesses[0])) if pproblem.x_guesses.size \
-        else float("nan")
+    # the nominal point: estimated parameters on their scales, in the table's order (as
+    # pyPESTO orders its free parameters)
+    nominal = float(pproblem.objective(np.asarray(problem.x_nominal_free_scaled)))
     t0 = time.perf_counter()
     np.random.seed(spec["seed"])
     result = pypesto.optimize.minimize(pproblem, optimizer=pypesto.optimize.FidesOptimizer(),

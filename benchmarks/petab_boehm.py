@@ -91,8 +91,7 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
              "one process on a 2-core machine; load = model import with code generation "
              "(AMICI: + C++ compilation; both from a cold cache); a compiled physode fit "
              "includes compiling its kernels from a cold torch cache. Reached: final nllh "
-             f"<= {THRESHOLD}. AMICI's nllh at nominal is not reported by the peer script "
-             "(nan).", "",
+             f"<= {THRESHOLD}.", "",
              "| peer | load s | fit s | total s | reached | best nllh | nllh at nominal |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

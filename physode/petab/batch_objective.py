@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
@@ -39,7 +38,7 @@ from physode.ode.sensitivity_batch import (
     SensitivityResult,
     solve_sensitivities,
 )
-from physode.petab.objective import ObservableGroup, PetabObjective
+from physode.petab.objective import ObservableGroup, PetabObjective, scale_to_lin
 from physode.petab.simulate import SolverOptions
 from physode.petab.tables import Sources
 
@@ -89,12 +88,9 @@ def _gather(lin: Tensor, dlin: Tensor, src: Sources) -> tuple[Tensor, Tensor]:
     """Values ``lin[..., idx]`` or constants, and their derivatives in ``theta``:
     ``(B, *idx.shape)`` and ``(B, *idx.shape, q)``."""
     idx = torch.as_tensor(src.idx)
-    const = torch.as_tensor(src.const, dtype=lin.dtype)
-    take = idx.clamp(min=0)
-    fitted = idx >= 0
-    value = torch.where(fitted, lin[:, take], const)
-    deriv = torch.where(fitted[..., None], dlin[:, take], torch.zeros((), dtype=lin.dtype))
-    return value, deriv
+    deriv = torch.where((idx >= 0)[..., None], dlin[:, idx.clamp(min=0)],
+                        torch.zeros((), dtype=lin.dtype))
+    return PetabObjective.gather(lin, src), deriv
 
 
 class BatchResiduals:
@@ -126,12 +122,11 @@ class BatchResiduals:
         ``(B, N, q)``."""
         B, q = theta.shape
         lin = self.obj.nominal.expand(B, -1).clone()
+        lin[:, self.free] = scale_to_lin(theta.T, self.scales).T
         dlin = theta.new_zeros((B, len(self.obj.nominal), q))
-        for a, (i, s) in enumerate(zip(self.obj.free, self.scales)):
-            v = theta[:, a]
-            value = v if s == "lin" else torch.exp(v) if s == "log" else 10.0 ** v
-            lin[:, i] = value
-            dlin[:, i, a] = 1.0 if s == "lin" else value if s == "log" else value * _LN10
+        for a, (i, s) in enumerate(zip(self.obj.free, self.scales)):  # d lin_i / d theta_a
+            dlin[:, i, a] = 1.0 if s == "lin" else lin[:, i] if s == "log" else \
+                lin[:, i] * _LN10
         return lin, dlin
 
     def _initial(self, p: Tensor, dp: Tensor, lin: Tensor, dlin: Tensor,
@@ -294,10 +289,4 @@ def _tangent(v: Tensor, shape: tuple[int, ...]) -> Tensor:
     return torch.zeros(shape, dtype=v.dtype) if t is None else t.expand(shape)
 
 
-def theta_rows(starts: np.ndarray) -> Tensor:
-    """Starts as a float64 tensor ``(B, q)``."""
-    return torch.as_tensor(np.atleast_2d(starts), dtype=torch.float64)
-
-
-__all__ = ["BatchEvaluation", "BatchResiduals", "sensitivity_field", "supports",
-           "theta_rows"]
+__all__ = ["BatchEvaluation", "BatchResiduals", "sensitivity_field", "supports"]

@@ -209,9 +209,11 @@ class PetabObjective:
 
     @staticmethod
     def gather(lin: Tensor, src: Sources) -> Tensor:
+        """``lin[..., idx]`` where an entry is fitted, else its constant (``lin`` may
+        carry leading batch axes)."""
         idx = torch.as_tensor(src.idx)
         const = torch.as_tensor(src.const, dtype=lin.dtype)
-        return torch.where(idx >= 0, lin[idx.clamp(min=0)], const)
+        return torch.where(idx >= 0, lin[..., idx.clamp(min=0)], const)
 
     def _start(self, lin: Tensor, params: Sources, overrides: list[tuple[int, int, float]],
                x0: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -136,6 +136,25 @@ def resolve_executor(executor: Executor | str | None) -> tuple[Executor | None, 
                           f"concurrent.futures.Executor, got {type(executor).__name__}")
 
 
+def executor_workers(executor: Any) -> int | None:
+    """How many tasks ``executor`` runs at once, where it says: a process or thread pool's
+    ``max_workers``, a Dask ``Client.get_executor()``'s threads over all workers; ``None``
+    for an engine that does not tell (physode then picks a fixed task count)."""
+    if executor is None:
+        return 1
+    if isinstance(executor, str):
+        return _usable_cores() if executor == "processes" else None
+    n = getattr(executor, "_max_workers", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    client = getattr(executor, "_client", None)  # distributed.client.ClientExecutor
+    if client is not None and callable(getattr(client, "nthreads", None)):
+        with contextlib.suppress(Exception):
+            total = sum(int(v) for v in client.nthreads().values())
+            return total if total > 0 else None
+    return None
+
+
 def check_executor(executor: Any) -> None:
     """Raise :class:`InvalidArgument` for an ``executor=`` value :func:`resolve_executor`
     would refuse, without creating anything."""
@@ -429,4 +448,5 @@ def _terminate(pool: Executor) -> None:
 
 
 __all__ = ["CACHE_SIZE", "EXECUTOR_NAMES", "WORKER_LOST", "MapResult", "Shared", "TaskStore",
-           "WorkerLost", "check_executor", "map_tasks", "process_pool", "resolve_executor"]
+           "WorkerLost", "check_executor", "executor_workers",
+           "map_tasks", "process_pool", "resolve_executor"]

@@ -10,10 +10,10 @@ uniformly within the bounds (``seed``), and run one after another or on any
 ``concurrent.futures.Executor`` (each worker reloads the problem from its cached code).
 
 With ``optimizer="lm"`` — the choice of ``"auto"`` whenever the objective is a sum of squares
-(no priors; :func:`physode.petab.batch_objective.supports`) and the starts run in this
-process — all
-starts run together as one batched Levenberg–Marquardt fit on forward sensitivities
-(:mod:`physode.petab.batch_fit`), which is much faster.
+(no priors; :func:`physode.petab.batch_objective.supports`) — all starts run together
+as one batched Levenberg–Marquardt fit on forward sensitivities
+(:mod:`physode.petab.batch_fit`), which is much faster; on an executor, in one batched
+chunk of starts per worker.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.optimize
 import torch
 
 from physode.errors import InvalidArgument, SolverError
+from physode.estimate.executor import MapResult, executor_workers, map_tasks
 from physode.estimate.parts import Convergence, Estimate, Trajectories
 from physode.estimate.result import FitResult
 from physode.estimate.settings import fit_settings
@@ -37,8 +38,10 @@ from physode.estimate.uncertainty import Statistics, Uncertainty
 from physode.petab.batch_fit import fit_batched
 from physode.petab.batch_objective import supports
 from physode.petab.objective import scale_to_lin
-from physode.petab.simulate import SolverOptions
+from physode.petab.simulate import SolverOptions, single_thread
 from physode.petab.system import fitted_outputs
+
+T = TypeVar("T")
 
 _PENALTY = 1e10
 """The least value a failed evaluation gets during a fit (see :func:`run_start`)."""
@@ -95,15 +98,53 @@ def run_start(problem: Any, x0: np.ndarray, max_iter: int, ftol: float,
             "time": time.perf_counter() - t0}
 
 
-def _remote(loader: Callable[..., Any], yaml_path: str, options: dict[str, Any],
-            x0: np.ndarray, max_iter: int, ftol: float, gtol: float) -> dict[str, Any]:
-    """One start in a worker: ``loader`` (:func:`physode.petab.load`, passed by reference)
-    reloads the problem from its cached code."""
-    problem = loader(yaml_path, options=SolverOptions(**options))
-    return run_start(problem, x0, max_iter, ftol, gtol)
+_LOADED: dict[tuple[str, str], Any] = {}
+"""Problems a worker process reloaded, by (yaml path, options): a worker that runs several
+tasks of one fit loads the problem once."""
 
 
-def choose_optimizer(problem: Any, optimizer: str, executor: Executor | None) -> tuple[str, str]:
+def _loaded(loader: Callable[..., Any], yaml_path: str, options: dict[str, Any]) -> Any:
+    key = (yaml_path, repr(sorted(options.items())))
+    problem = _LOADED.get(key)
+    if problem is None:
+        problem = loader(yaml_path, options=SolverOptions(**options))
+        _LOADED.clear()  # keep one problem per worker
+        _LOADED[key] = problem
+    return problem
+
+
+def _remote(task: tuple[Any, ...]) -> dict[str, Any]:
+    """One L-BFGS-B start in a worker: ``loader`` (:func:`physode.petab.load`, passed by
+    reference) reloads the problem from its cached code."""
+    loader, yaml_path, options, x0, max_iter, ftol, gtol = task
+    problem = _loaded(loader, yaml_path, options)
+    with single_thread():
+        return run_start(problem, x0, max_iter, ftol, gtol)
+
+
+def _remote_batched(task: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """A chunk of starts as one batched least-squares fit in a worker."""
+    problem, loader, yaml_path, options, chunk, kwargs = task
+    if problem is None:  # in a worker: reload (once per process)
+        problem = _loaded(loader, yaml_path, options)
+    with single_thread():
+        return fit_batched(problem, chunk, **kwargs)
+
+
+def _chunks(starts: np.ndarray, executor: Any, per_task: int | None) -> list[np.ndarray]:
+    """The starts split into tasks: ``per_task`` starts each, or as many tasks as the
+    executor has workers (4 where it does not say)."""
+    n = len(starts)
+    if per_task is None:
+        workers = executor_workers(executor) or 4
+        per_task = math.ceil(n / workers)
+    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
+        raise InvalidArgument(f"starts_per_task must be an integer >= 1, got {per_task!r}")
+    return [starts[i:i + per_task] for i in range(0, n, per_task)]
+
+
+def choose_optimizer(problem: Any, optimizer: str,
+                     executor: Executor | str | None) -> tuple[str, str]:
     """``("lm" | "lbfgs", why)`` for ``optimizer`` "auto", "lm" or "lbfgs"."""
     if optimizer not in ("auto", "lm", "lbfgs"):
         raise InvalidArgument(f"optimizer must be 'auto', 'lm' or 'lbfgs', got {optimizer!r}")
@@ -120,16 +161,19 @@ def choose_optimizer(problem: Any, optimizer: str, executor: Executor | None) ->
     if reason is not None:
         return "lbfgs", f"batched least squares unavailable: {reason}"
     if executor is not None:
-        return "lbfgs", "starts distributed over an executor run one by one"
+        return "lm", ("least squares on forward sensitivities, the starts batched in one "
+                      "chunk per worker")
     return "lm", "least squares on forward sensitivities, all starts batched"
 
 
 def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
-                multistart: int = 10, seed: int = 0, executor: Executor | None = None,
+                multistart: int = 10, seed: int = 0,
+                executor: Executor | str | None = None,
                 max_iter: int = 500, ftol: float | None = None, gtol: float = 1e-6,
                 include_nominal: bool = False, optimizer: str = "auto",
                 compile: bool | None = None,
-                starts: np.ndarray | None = None) -> FitResult:
+                starts: np.ndarray | None = None,
+                starts_per_task: int | None = None) -> FitResult:
     """Fit ``problem`` (a :class:`~physode.petab.problem.PetabProblem`); see the module
     docstring. ``starts`` (``(n, P)`` on the PEtab scales) replaces the random draw.
     ``compile`` (batched fits): compile the model's sensitivity kernels (default
@@ -138,7 +182,16 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
     On Boehm_JProteomeRes2014 from 100 starts, eager took 44 s, compiled 28 s plus the
     compilation. ``ftol``: relative decrease of the objective that ends a start
     (default 1e-8 for batched least squares, fides's default ``frtol``; 1e-10 for
-    L-BFGS-B)."""
+    L-BFGS-B).
+
+    ``executor`` (None, ``"processes"`` or any :class:`concurrent.futures.Executor`, e.g. a
+    Dask client's): batched least squares runs the starts in chunks of
+    ``starts_per_task`` (default: one chunk per worker), each chunk one batched fit in a
+    worker, which reloads the problem from its cached code; L-BFGS-B runs one start per
+    task. A worker that dies costs only its task, which is run again (see
+    :func:`physode.estimate.executor.map_tasks`). Every start's result depends only on
+    the chunk it ran in: the same ``starts_per_task`` gives the same results serially
+    (``executor=None``) and on any number of workers."""
     chosen, why = choose_optimizer(problem, optimizer, executor)
     lower, upper = problem.bounds
     if starts is None:
@@ -148,21 +201,39 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
             starts = np.vstack([problem.theta().numpy()[None], starts[:-1]])
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
     t0 = time.perf_counter()
+    opts = asdict(problem.options)
+    path = str(problem.path) if loader is not None else ""
     if chosen == "lm":
         use_compile = problem.options.compile if compile is None else compile
-        runs = fit_batched(problem, starts, max_iter=min(max_iter, 200),
-                           ftol=1e-8 if ftol is None else ftol,
-                           gtol=gtol, compile=use_compile)
+        kwargs: dict[str, Any] = dict(max_iter=min(max_iter, 200), ftol=1e-8 if ftol is None else ftol,
+                      gtol=gtol, compile=use_compile)
+        if executor is None and starts_per_task is None:
+            runs = fit_batched(problem, starts, **kwargs)
+        else:
+            chunks = _chunks(starts, executor, starts_per_task)
+            here = executor is None or loader is None
+            tasks = [(problem if here else None, loader, path, opts, c, kwargs)
+                     for c in chunks]
+            done = map_tasks(_remote_batched, tasks, None if here else executor,
+                             desc="chunks of starts")
+            runs = [r for chunk in _finished(done) for r in chunk]
+            for r in runs:  # a chunk's starts shared its wall time
+                r["time"] *= len(chunks)
         return build_result(problem, runs, time.perf_counter() - t0, seed, chosen, why)
     ftol = 1e-10 if ftol is None else ftol
     if executor is None or loader is None:
         runs = [run_start(problem, x0, max_iter, ftol, gtol) for x0 in starts]
     else:
-        opts = asdict(problem.options)
-        futures = [executor.submit(_remote, loader, str(problem.path), opts, x0, max_iter,
-                                   ftol, gtol) for x0 in starts]
-        runs = [f.result() for f in futures]
+        one = [(loader, path, opts, x0, max_iter, ftol, gtol) for x0 in starts]
+        runs = _finished(map_tasks(_remote, one, executor, desc="starts"))
     return build_result(problem, runs, time.perf_counter() - t0, seed, chosen, why)
+
+
+def _finished(done: MapResult[T]) -> list[T]:
+    """The results of a map that must have finished every task (Ctrl-C raises)."""
+    if done.interrupted or any(r is None for r in done.results):
+        raise KeyboardInterrupt
+    return [r for r in done.results if r is not None]
 
 
 def build_result(problem: Any, runs: list[dict[str, Any]], wall: float,

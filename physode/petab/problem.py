@@ -136,15 +136,17 @@ class PetabProblem:
         """The measurements as physode Observations, one experiment per simulation."""
         return as_observations(self)
 
-    def fit(self, multistart: int = 10, seed: int = 0, executor: Executor | None = None,
-            **fit_options: Any) -> FitResult:
+    def fit(self, multistart: int = 10, seed: int = 0,
+            executor: Executor | str | None = None, **fit_options: Any) -> FitResult:
         """Fit from ``multistart`` starts drawn uniformly within the bounds on the PEtab
         scale (the first start is the nominal point when ``include_nominal=True``).
 
         ``fit_options``: ``optimizer`` ("auto": all starts as one batched least-squares
         fit where the problem allows, else L-BFGS-B per start; "lm"; "lbfgs"),
-        ``max_iter``, ``ftol``, ``gtol``, ``compile``, ``include_nominal``, ``starts``;
-        see :func:`physode.petab.fitting.fit_problem`."""
+        ``max_iter``, ``ftol``, ``gtol``, ``compile``, ``include_nominal``, ``starts``,
+        ``starts_per_task``; see :func:`physode.petab.fitting.fit_problem`. ``executor``:
+        None (here), ``"processes"`` or any ``concurrent.futures.Executor`` (a Dask
+        client's ``get_executor()``)."""
         with single_thread():
             return fit_problem(self, loader=load, multistart=multistart, seed=seed,
                                executor=executor, **fit_options)

@@ -34,6 +34,7 @@ the numbers are in the benchmark's output and the README.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -41,8 +42,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 from torch.fx import GraphModule
 
-#: Traced graphs kept per field (one per input shape); beyond, the field runs untraced.
-MAX_GRAPHS = 4
+#: Traced graphs kept per vector field module (one per input shape and tangent set);
+#: beyond, the field runs untraced.
+MAX_GRAPHS = 8
+
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], GraphModule | None]] = \
+    weakref.WeakKeyDictionary()
+"""Traced graphs by the vector field they trace: the fields of a fit's experiment groups
+share one system, so they share its graphs (a fit of 1000 experiments traces once)."""
 
 
 class SensitivityField(nn.Module):
@@ -64,7 +71,10 @@ class SensitivityField(nn.Module):
         self.tangents = tangents
         self.n_dir = int(n_directions)
         self.trace = trace
-        self._graphs: dict[tuple[Any, ...], GraphModule | None] = {}
+        # the tangents are constants of a traced graph: part of its key, by value
+        self._tangent_key = tuple((k, tuple(v.shape), str(v.dtype),
+                                   v.detach().cpu().numpy().tobytes())
+                                  for k, v in tangents.items())
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``[f, J_y S + J_u]``. Eagerly, the field is traced once per input shape into a
@@ -77,16 +87,25 @@ class SensitivityField(nn.Module):
         if not self.trace or torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and (z.requires_grad or t.requires_grad)):
             return self.augmented(t, z)
-        key = (tuple(t.shape), tuple(z.shape), z.dtype, z.device, t.dtype)
+        key = (tuple(t.shape), tuple(z.shape), z.dtype, z.device, t.dtype, self.n_dir,
+               self._tangent_key)
         inputs = self._state()
-        if key not in self._graphs:
-            self._graphs[key] = (self._traced(t, z, inputs)
-                                 if len(self._graphs) < MAX_GRAPHS else None)
-        graph = self._graphs[key]
+        graphs = self._graphs
+        if key not in graphs:
+            graphs[key] = (self._traced(t, z, inputs) if len(graphs) < MAX_GRAPHS else None)
+        graph = graphs[key]
         if graph is None:
             return self.augmented(t, z)
         out: Tensor = graph(t, z, *inputs.values())
         return out
+
+    @property
+    def _graphs(self) -> dict[tuple[Any, ...], GraphModule | None]:
+        """The traced graphs of this field's system (shared with other fields on it)."""
+        graphs = _GRAPHS.get(self.system)
+        if graphs is None:
+            graphs = _GRAPHS[self.system] = {}
+        return graphs
 
     def _state(self) -> dict[str, Tensor]:
         state: dict[str, Tensor] = dict(self.named_parameters())

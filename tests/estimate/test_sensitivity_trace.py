@@ -73,3 +73,22 @@ def test_a_field_that_branches_on_data_runs_untraced() -> None:
         assert list(field._graphs.values()) == [None]
         high = field(t, _z([1.5], field.n_dir))
     assert low[0, 0] > 0 > high[0, 0]  # both branches still taken
+
+
+def test_fields_on_one_system_share_its_graph_only_for_equal_tangents() -> None:
+    system = Logistic()
+    a, b = _field(system), _field(system)
+    t = torch.tensor(0.0, dtype=torch.float64)
+    z = _z([0.4, 0.9], a.n_dir)
+    with torch.no_grad():
+        a(t, z)
+        b(t, z)
+        assert len(a._graphs) == 1 and a._graphs is b._graphs
+        # the same shapes with other tangents (only r): a graph of its own, right values
+        only_r = SensitivityField(system, {"_raw.r": torch.tensor([1.0, 0.0],
+                                                                 dtype=torch.float64),
+                                           "_raw.K": torch.tensor([0.0, 0.0],
+                                                                 dtype=torch.float64)}, 2)
+        out = only_r(t, z)
+        assert len(a._graphs) == 2
+        torch.testing.assert_close(out, only_r.augmented(t, z), rtol=0, atol=0)

@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from physode.data.observations import Experiment, Observations
+from physode.data.observations import Observations
 from physode.errors import InvalidArgument, SolverError
 from physode.estimate.conditions import ConditionedField
+from physode.estimate.groups import Group, build_groups, start_time
 from physode.estimate.jacobian import initial_tangents, residual_jacobian, rows_jacobian
 from physode.estimate.likelihood import Series, assemble, make_series, prior_terms
 from physode.estimate.protocol import ExperimentSetup, PreequilibrationSetup, steady_initial_state
@@ -48,17 +49,6 @@ from physode.ode.solve import solve
 
 
 @dataclass
-class Group:
-    """Experiments solved together: same start time, observation times and setup."""
-
-    exps: list[int]
-    grid: Tensor
-    drop_first: bool
-    field: nn.Module | None = None
-    setup: ExperimentSetup | None = None
-
-
-@dataclass
 class Evaluation:
     """Residuals (and their Jacobian w.r.t. the fitted vector, when asked)."""
 
@@ -66,11 +56,6 @@ class Evaluation:
     J: np.ndarray | None = None
     nfe: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def start_time(exp: Experiment) -> float:
-    """The experiment's t0 (its first time when not given)."""
-    return float(exp.t[0]) if exp.t0 is None else float(exp.t0)
 
 
 def experiment_initial_states(system: System, observations: Observations) -> Tensor:
@@ -226,24 +211,13 @@ class FitProblem:
             raise InvalidArgument("the observations have no unmasked value to fit")
 
     def _setup_groups(self) -> None:
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for e, exp in enumerate(self.obs.experiments):
-            key = (start_time(exp), tuple(exp.t.tolist()), self.setups[e].key)
-            groups.setdefault(key, []).append(e)
-        self.groups = []
-        self.fields: list[nn.Module] = [self.system] * len(self.obs.experiments)
-        for (t0, times, _), exps in groups.items():
-            grid = list(times)
-            drop = t0 < grid[0]
-            if drop:
-                grid = [t0, *grid]
-            setup = self.setups[exps[0]]
-            func: nn.Module = self.system if setup.trivial else ConditionedField(self.system,
-                                                                                setup)
-            for e in exps:
-                self.fields[e] = func
-            self.groups.append(Group(exps, torch.tensor(grid, dtype=self.dtype,
-                                                        device=self.device), drop, func, setup))
+        s = self.solver
+        per_sample = (not self._preeq and s.gradient in ("aca", "direct")
+                      and not (s.options or {}).get("tstops"))
+        y0 = experiment_initial_states(self.system, self.obs) if per_sample else None
+        self.groups, self.fields = build_groups(self.system, self.obs, self.setups,
+                                                self.solver.method, self.dtype, self.device,
+                                                y0)
 
     # ------------------------------------------------------------------ vector
     def get_vector(self) -> np.ndarray:
@@ -278,7 +252,7 @@ class FitProblem:
                         gradient=s.gradient if gradient is None else gradient,
                         options=options, compile=self.compile and events is None
                         and (group.setup is None or group.setup.trivial),
-                        events=events)
+                        events=events, per_sample=group.per_sample)
         except SolverError as exc:
             names = ", ".join(repr(self.obs.experiments[e].name) for e in group.exps)
             raise SolverError(f"experiment {names}: {exc}", exc.t) from exc

@@ -205,8 +205,9 @@ def fit_problem(problem: Any, *, loader: Callable[..., Any] | None = None,
     path = str(problem.path) if loader is not None else ""
     if chosen == "lm":
         use_compile = problem.options.compile if compile is None else compile
-        kwargs: dict[str, Any] = dict(max_iter=min(max_iter, 200), ftol=1e-8 if ftol is None else ftol,
-                      gtol=gtol, compile=use_compile)
+        kwargs: dict[str, Any] = dict(max_iter=min(max_iter, 200),
+                                      ftol=1e-8 if ftol is None else ftol, gtol=gtol,
+                                      compile=use_compile)
         if executor is None and starts_per_task is None:
             runs = fit_batched(problem, starts, **kwargs)
         else:

@@ -143,3 +143,22 @@ def test_bad_arguments(decay_fit):
         physode.profile(decay_fit, "q")
     with pytest.raises(InvalidArgument, match="FitResult"):
         physode.profile("fit.nc")
+    with pytest.raises(InvalidArgument, match="compile must be"):
+        physode.profile(decay_fit, "k", compile="yes")
+
+
+def test_auto_compiles_only_long_or_compiled_profiles():
+    from physode.estimate.profiles import AUTO_COMPILE_S, _use_compile
+
+    assert not _use_compile("auto", False, 0.5 * AUTO_COMPILE_S)
+    assert _use_compile("auto", False, 2.0 * AUTO_COMPILE_S)
+    assert _use_compile("auto", True, 0.0)
+    assert not _use_compile(False, True, 1e9) and _use_compile(True, False, 0.0)
+
+
+@pytest.mark.slow
+def test_compiled_profile_equals_eager(decay_fit, profiled):
+    fast = physode.profile(decay_fit, ["k", "y0.y"], compile=True)
+    for label in ("k", "y0.y"):
+        np.testing.assert_allclose(fast.interval(label), profiled.interval(label),
+                                   rtol=1e-8)

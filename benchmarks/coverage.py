@@ -7,7 +7,7 @@ contain the truth; the issue's target is 95 +- 4% for the profile intervals. Spe
 time of the three masses' profiles against the time of the fit itself (target <= 10x), and
 NUTS effective samples per second on the three-body posterior (target >= 50).
 
-    .venv/bin/python benchmarks/coverage.py [--replicates 100] [--skip-three-body]
+    .venv/bin/python benchmarks/coverage.py [pendulum] [three-body] [speed] [--replicates 100]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import arviz as az
 import numpy as np
 import torch
-from common import markdown_table, write_result
+from common import machine_line, markdown_table, write_result
 
 import physode
 import systems
@@ -59,63 +59,74 @@ def three_body_speed(obs, draws):
     res = physode.fit(systems.get("three-body-paper", masses=[1.0, 1.05, 0.95]), obs,
                       optimizer="lm", progress=False)
     t_fit = time.perf_counter() - t0
+    print(f"three-body fit {t_fit:.1f} s", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    physode.profile(res, "masses")
+    prof = physode.profile(res, "masses")
     t_prof = time.perf_counter() - t0
+    print(f"three-body profiles {t_prof:.1f} s: "
+          + ", ".join(f"{lab} {prof.interval(lab)}" for lab in prof.labels),
+          file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     idata = physode.sample(res, method="nuts", draws=draws, chains=4)
     t_nuts = time.perf_counter() - t0
     ess = float(np.min(az.ess(idata)["masses"].values))
+    print(f"NUTS {t_nuts:.1f} s, min ESS {ess:.0f}", file=sys.stderr, flush=True)
     return t_fit, t_prof, ess / t_nuts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", default=["pendulum", "three-body", "speed"],
+                        choices=["pendulum", "three-body", "speed"],
+                        help="what to run (default: all); each writes its own result")
     parser.add_argument("--replicates", type=int, default=100)
     parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--skip-three-body", action="store_true")
-    parser.add_argument("--three-body-replicates", type=int, default=None,
-                        help="replicates of the three-body problem (default: --replicates)")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="only the three-body speed line (no coverage)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = args.replicates
-    n3 = n if args.three_body_replicates is None else args.three_body_replicates
-    pendulum = systems.get("pendulum", damping=0.3)
-    t = np.linspace(0, 5, 51)
-    rows = [] if args.speed_only else coverage(
-        "damped pendulum, angle only, sigma 0.01 rad",
-        lambda s: physode.simulate(pendulum, t, observe=["theta"], noise=0.01, seed=100 + s),
-        lambda: systems.get("pendulum", length=1.2, damping=0.1), n)
-    text = ""
-    if not args.skip_three_body:
-        body = systems.get("three-body-paper")
-        clean = physode.simulate(body, np.linspace(0, 1, 1000), observe=["position"])
-        sigma = 0.01 * float(np.sqrt(np.mean(clean.experiments[0].values["position"] ** 2)))
+    head = (f"Coverage of 95% intervals over {n} noisy replicates (LM fits, profiles with "
+            f"compile='auto'; {machine_line()}). The issue's target: profile intervals "
+            "cover the truth in 95 +- 4%.\n\n")
+    columns = ["problem", "parameter", "profile coverage", "Gauss-Newton coverage",
+               "open profiles"]
+    if "pendulum" in args.parts:
+        pendulum = systems.get("pendulum", damping=0.3)
+        t = np.linspace(0, 5, 51)
+        rows = coverage(
+            "damped pendulum, angle only, sigma 0.01 rad",
+            lambda s: physode.simulate(pendulum, t, observe=["theta"], noise=0.01,
+                                       seed=100 + s),
+            lambda: systems.get("pendulum", length=1.2, damping=0.1), n)
+        out = head + markdown_table(columns, rows)
+        print(out)
+        write_result("coverage_pendulum", out)
+    body = systems.get("three-body-paper")
+    clean = physode.simulate(body, np.linspace(0, 1, 1000), observe=["position"])
+    sigma = 0.01 * float(np.sqrt(np.mean(clean.experiments[0].values["position"] ** 2)))
 
-        def make(s):
-            return physode.simulate(body, clean.experiments[0].t, observe=["position"],
-                                    noise=sigma, seed=200 + s)
+    def make(s):
+        return physode.simulate(body, clean.experiments[0].t, observe=["position"],
+                                noise=sigma, seed=200 + s)
 
-        if not args.speed_only and n3 > 0:
-            rows += coverage(f"seed paper's three-body, 1% position noise ({n3} replicates)",
-                             make, lambda: systems.get("three-body-paper",
-                                                       masses=[1.0, 1.05, 0.95]), n3)
+    if "three-body" in args.parts:
+        rows = coverage("seed paper's three-body, 1% position noise", make,
+                        lambda: systems.get("three-body-paper", masses=[1.0, 1.05, 0.95]), n)
+        out = head + markdown_table(columns, rows)
+        print(out)
+        write_result("coverage_three_body", out)
+    if "speed" in args.parts:
         t_fit, t_prof, ess_s = three_body_speed(make(0), args.draws)
-        text = (f"\n\nThree-body speed (one replicate): fit {t_fit:.1f} s, profiles of the "
-                f"three masses {t_prof:.1f} s ({t_prof / t_fit:.1f}x the fit; target <= 10x); "
-                f"NUTS {ess_s:.1f} effective samples per second (min over masses; "
-                "target >= 50).")
-    head = (f"Coverage of 95% intervals over {n} noisy replicates per problem (LM fits). "
-            "The issue's target: profile intervals cover the truth in 95 +- 4%.\n\n")
-    if args.speed_only:
-        print(text.strip())
-        return
-    out = head + markdown_table(["problem", "parameter", "profile coverage",
-                                 "Gauss-Newton coverage", "open profiles"], rows) + text
-    print(out)
-    write_result("coverage", out)
+        out = markdown_table(
+            ["seed paper's three-body, one replicate", "measured", "target"],
+            [["fit (LM, compile='auto'; includes compiling)", f"{t_fit:.1f} s", ""],
+             ["profiles of the three masses", f"{t_prof:.1f} s ({t_prof / t_fit:.2f}x the fit)",
+              "<= 10x the fit"],
+             [f"NUTS, 4 chains x {args.draws} draws", f"{ess_s:.1f} effective samples / s "
+              "(min over the masses)", ">= 50"]])
+        out = f"Uncertainty speed ({machine_line()}).\n\n" + out
+        print(out)
+        write_result("uncertainty_speed", out)
 
 
 if __name__ == "__main__":

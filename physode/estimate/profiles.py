@@ -96,12 +96,14 @@ AUTO_COMPILE_S = 20.0
 EVALUATIONS_PER_PROFILE = 35
 
 
-def _use_compile(compile: bool | str, fitted: bool, estimate_s: float) -> bool:
+def use_compile(compile: bool | str, fitted: bool, estimate_s: float) -> bool:
+    """``compile`` as given, or for ``"auto"``: whether the fit was compiled or the eager
+    work is estimated above :data:`AUTO_COMPILE_S` seconds."""
     if compile == "auto":
         return fitted or estimate_s > AUTO_COMPILE_S
     if isinstance(compile, bool):
         return compile
-    raise InvalidArgument(f"profile: compile must be True, False or 'auto', got {compile!r}")
+    raise InvalidArgument(f"compile must be True, False or 'auto', got {compile!r}")
 
 
 def chi2_threshold(confidence: float) -> float:
@@ -159,7 +161,7 @@ def profile(result: FitResult, names: str | Sequence[str] | None = None,
         per_evaluation = (time.perf_counter() - t0) / max(nfev, 1)
     finally:
         problem.set_vector(saved)
-    problem.compile = _use_compile(compile, problem.compile,
+    problem.compile = use_compile(compile, problem.compile,
                                    per_evaluation * EVALUATIONS_PER_PROFILE * len(labels))
     options = ProfileOptions(chi2_threshold(conf), max_steps=int(max_steps))
     all_labels = system.free_labels()
@@ -437,5 +439,5 @@ def _assemble(result: FitResult, done: list[ParameterProfile], confidence: float
         units=units, wall_time=wall_time, better_optimum=better)
 
 
-__all__ = ["ProfileOptions", "ProfileTask", "chi2_threshold", "profile", "resolve_labels",
-           "run_profile"]
+__all__ = ["AUTO_COMPILE_S", "ProfileOptions", "ProfileTask", "chi2_threshold", "profile",
+           "resolve_labels", "run_profile", "use_compile"]

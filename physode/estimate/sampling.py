@@ -40,6 +40,7 @@ from physode.errors import InvalidArgument
 from physode.estimate.executor import map_tasks
 from physode.estimate.posterior import Potential, torch_potential, whitening
 from physode.estimate.problem import FitProblem
+from physode.estimate.profiles import use_compile
 from physode.estimate.result import FitResult
 from physode.estimate.settings import SolverSettings
 from physode.model.system import System
@@ -63,6 +64,12 @@ class ChainTask:
     seed: int
     target_accept: float = 0.8
     max_tree_depth: int = 8
+    compile: bool = False
+
+
+#: Gradients per NUTS iteration assumed when ``compile="auto"`` estimates the eager cost
+#: (a tree of depth 3 on the whitened posterior).
+GRADIENTS_PER_ITERATION = 7
 
 
 @dataclass
@@ -79,7 +86,8 @@ class ChainOutput:
 
 def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: int = 4,
            seed: int = 0, executor: Executor | str | None = None, *, warmup: int | None = None,
-           target_accept: float = 0.8, max_tree_depth: int = 8) -> Any:
+           target_accept: float = 0.8, max_tree_depth: int = 8,
+           compile: bool | str = "auto") -> Any:
     """Posterior draws of the fitted physical parameters of ``result``.
 
     Args:
@@ -95,6 +103,10 @@ def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: i
         warmup: adaptation (NUTS) or burn-in (emcee) iterations, not kept; default
             ``draws // 2`` for NUTS, ``draws`` for emcee.
         target_accept, max_tree_depth: NUTS settings.
+        compile: solve in the compiled loops (ACA's reverse sweep included).
+            ``"auto"``: when the fit was compiled, or when NUTS is estimated to take more
+            than 20 s eagerly (:data:`GRADIENTS_PER_ITERATION` gradients per iteration at
+            the measured cost of one residual evaluation with its Jacobian).
 
     Returns:
         ``arviz.InferenceData`` (also kept as ``result.samples``) with ``posterior``,
@@ -122,7 +134,9 @@ def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: i
     if center.size == 0:
         raise InvalidArgument("sample: the fit has no physical parameter to sample")
     try:
+        t0 = time.perf_counter()
         ev = problem.residuals_and_jacobian()
+        per_gradient = time.perf_counter() - t0
     finally:
         problem.set_vector(center)
     if ev.J is None or not np.all(np.isfinite(ev.r)):
@@ -135,12 +149,15 @@ def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: i
     z0 = _starts(Potential(problem, center, L), rng, n_walk)
     problem.set_vector(center)
     warm = warmup if warmup is not None else (draws // 2 if method == "nuts" else draws)
+    eager_s = (per_gradient * GRADIENTS_PER_ITERATION * chains * (draws + warm)
+               if method == "nuts" else 0.0)
+    compiled = use_compile(compile, result.settings.compile is True, eager_s)
 
     def task(z: np.ndarray, s: int) -> ChainTask:
         sys_copy = copy.deepcopy(system) if executor is not None else system
         return ChainTask(method, sys_copy, result.observations, result.settings.solver,
                          center, L, z, int(draws), int(warm), int(s), float(target_accept),
-                         int(max_tree_depth))
+                         int(max_tree_depth), compiled)
 
     tasks = ([task(z0[c], seed + c) for c in range(chains)] if method == "nuts"
              else [task(z0, seed)])
@@ -189,6 +206,7 @@ def run_chain(task: ChainTask) -> ChainOutput:
     """Run one NUTS chain or the emcee ensemble of ``task``; any executor can run it."""
     start = time.perf_counter()
     problem = FitProblem(task.system, task.observations, task.solver, learnable=False)
+    problem.compile = task.compile
     saved = problem.get_vector()
     potential = Potential(problem, task.center, task.L)
     try:

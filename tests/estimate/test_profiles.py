@@ -148,12 +148,12 @@ def test_bad_arguments(decay_fit):
 
 
 def test_auto_compiles_only_long_or_compiled_profiles():
-    from physode.estimate.profiles import AUTO_COMPILE_S, _use_compile
+    from physode.estimate.profiles import AUTO_COMPILE_S, use_compile
 
-    assert not _use_compile("auto", False, 0.5 * AUTO_COMPILE_S)
-    assert _use_compile("auto", False, 2.0 * AUTO_COMPILE_S)
-    assert _use_compile("auto", True, 0.0)
-    assert not _use_compile(False, True, 1e9) and _use_compile(True, False, 0.0)
+    assert not use_compile("auto", False, 0.5 * AUTO_COMPILE_S)
+    assert use_compile("auto", False, 2.0 * AUTO_COMPILE_S)
+    assert use_compile("auto", True, 0.0)
+    assert not use_compile(False, True, 1e9) and use_compile(True, False, 0.0)
 
 
 @pytest.mark.slow

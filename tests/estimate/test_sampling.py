@@ -120,3 +120,5 @@ def test_bad_arguments(decay_fit):
         physode.sample(decay_fit, draws=0)
     with pytest.raises(InvalidArgument, match="FitResult"):
         physode.sample(None)
+    with pytest.raises(InvalidArgument, match="compile must be"):
+        physode.sample(decay_fit, draws=5, compile="fast")

@@ -17,8 +17,10 @@ the system's parameters except those their condition sets
 :func:`prepare_initial_states` gives the system one guess per experiment, explicitly
 (``fit`` calls it; :class:`FitProblem` itself never changes the system except through
 :meth:`FitProblem.set_vector`). Experiments with the same start time, observation times
-and setup (condition, inputs, dosing) are solved together in the batch dimension; an
-experiment observed only at its start time needs no solve. :class:`FitProblem` is the
+and setup (condition, inputs, dosing) are solved together in the batch dimension, and
+with an adaptive explicit method experiments that differ only in their times share one
+per-sample solve (:mod:`physode.estimate.groups`); an experiment observed only at its
+start time needs no solve. :class:`FitProblem` is the
 only road from the estimator to the solver. It trusts its observations to be valid for the
 system (loading validates them; ``fit`` validates an
 :class:`~physode.data.observations.Observations` it is handed).

@@ -263,19 +263,33 @@ class FitProblem:
 
     def trajectories(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Fitted states on ``n`` evenly spaced times from each experiment's t0 to its last
-        observation: ``(times, states)``, one ``(n,)`` and ``(n, state_size)`` each."""
+        observation: ``(times, states)``, one ``(n,)`` and ``(n, state_size)`` each. The
+        experiments of per-sample groups are solved together here too."""
         y0 = self.initial_states().detach()
-        ts, states = [], []
+        ts: list[np.ndarray] = []
+        for exp in self.obs.experiments:
+            t0, t_end = start_time(exp), float(exp.t[-1])
+            ts.append(np.linspace(t0, t_end, max(int(n), 2)) if t_end != t0
+                      else np.array([t0]))
+        states: list[np.ndarray | None] = [None] * len(ts)
+        together = [e for g in self.groups if g.per_sample for e in g.exps]
         with torch.no_grad():
-            for e, exp in enumerate(self.obs.experiments):
-                t0, t_end = start_time(exp), float(exp.t[-1])
-                t = np.linspace(t0, t_end, max(int(n), 2)) if t_end != t0 else np.array([t0])
-                grid = Group([e], torch.as_tensor(t, dtype=self.dtype, device=self.device),
-                             False, setup=self.setups[e])
-                ys = self._solve_states(self.fields[e], y0[e:e + 1], grid, None)
-                ts.append(t)
-                states.append(ys[:, 0].cpu().numpy())
-        return ts, states
+            if together:
+                grid = torch.as_tensor(np.stack([ts[e] for e in together], 1),
+                                       dtype=self.dtype, device=self.device)
+                ys = self._solve_states(self.system, y0[together],
+                                        Group(together, grid, False, per_sample=True), None)
+                for b, e in enumerate(together):
+                    states[e] = ys[:, b].cpu().numpy()
+            for e in range(len(ts)):
+                if states[e] is not None:
+                    continue
+                grid1 = Group([e], torch.as_tensor(ts[e], dtype=self.dtype,
+                                                   device=self.device),
+                              False, setup=self.setups[e])
+                states[e] = self._solve_states(self.fields[e], y0[e:e + 1], grid1,
+                                               None)[:, 0].cpu().numpy()
+        return ts, [s for s in states if s is not None]
 
     def predict(self, grad: bool = False) -> list[Tensor]:
         """Full states at the observation times, one ``(n_t, state_size)`` per experiment."""

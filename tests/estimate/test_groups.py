@@ -49,6 +49,10 @@ def test_own_times_share_one_per_sample_solve_equal_to_separate_solves(monkeypat
     loss_b, grad_b, _ = separate.loss_and_grad()
     assert loss_a == pytest.approx(loss_b, rel=1e-10)
     np.testing.assert_allclose(grad_a.numpy(), grad_b.numpy(), rtol=1e-7, atol=1e-12)
+    (ta, ya), (tb, yb) = merged.trajectories(30), separate.trajectories(30)
+    for e in range(5):
+        np.testing.assert_array_equal(ta[e], tb[e])
+        np.testing.assert_allclose(ya[e], yb[e], rtol=0, atol=1e-10)
 
 
 def test_stiff_methods_keep_separate_solves() -> None:

@@ -18,7 +18,9 @@ from torch import Tensor
 from physode.errors import InvalidSystem
 from physode.model.parameter import Parameter, as_float64_tensor
 from physode.model.system import StateVar, System
+from physode.ode.sensitivity_batch import SensitivityField, SensitivityModel
 from systems import register
+from systems.mass_action import MassActionForms
 from systems.reactions import Reaction, left_null_space, parse_reaction
 
 
@@ -320,6 +322,22 @@ class ReactionNetwork(System):
     def autonomous(self) -> bool | None:
         """Mass action does not depend on t: the stiff solvers skip df/dt."""
         return True if self._pure_mass_action else None
+
+    def sensitivity_model(self) -> SensitivityModel | None:
+        """Mass action with the rate constants as an explicit argument, in closed form up to
+        the second-order blocks (:mod:`systems.mass_action`): least-squares fits with
+        ``rodas4`` then integrate the forward sensitivities staggered, on the state's LU
+        factors (:mod:`physode.ode.sensitivity_batch`). None unless pure mass action."""
+        if not self._pure_mass_action:
+            return None
+        model = self.__dict__.get("_sensitivity_model")
+        if model is None:  # one field per network: compiled kernels are cached by field
+            forms = MassActionForms(self.stoichiometry, self._react_idx)
+            field = SensitivityField(forms.rhs, forms.jacobian, forms.param_jacobian, True,
+                                     forms.jacobian_dir, forms.param_jacobian_dir)
+            model = SensitivityModel(field, self.rate_constants)
+            self.__dict__["_sensitivity_model"] = model
+        return model
 
     def moiety_names(self) -> list[str]:
         """Readable names of the conserved moieties, e.g. ``"E + SE"``."""

@@ -40,13 +40,16 @@ from torch import Tensor, nn
 from physode.data.observations import Observations
 from physode.errors import InvalidArgument, SolverError
 from physode.estimate.conditions import ConditionedField
+from physode.estimate.fine import fine_trajectories
 from physode.estimate.groups import Group, build_groups, start_time
 from physode.estimate.jacobian import initial_tangents, residual_jacobian, rows_jacobian
 from physode.estimate.likelihood import Series, assemble, make_series, prior_terms
 from physode.estimate.protocol import ExperimentSetup, PreequilibrationSetup, steady_initial_state
 from physode.estimate.sensitivity import SensitivityField
 from physode.estimate.settings import SolverSettings
+from physode.estimate.staggered import applies, parameter_jacobian, solve_group, staggered_model
 from physode.model.system import System
+from physode.ode.sensitivity_batch import SensitivityModel
 from physode.ode.solve import solve
 
 
@@ -140,6 +143,8 @@ class FitProblem:
             self.system, PreequilibrationSetup(c)) for e, c in self._preeq.items()}
         self._setup_series()
         self._setup_groups()
+        self.staggered = staggered_model(system, self.solver, self.dtype, self.device)
+        self._staggered_compiled = False
         self.physical = list(system.free_parameters())
         self.learnable = list(system.learnable_parameters()) if learnable else []
         self.params = self.physical + self.learnable
@@ -237,7 +242,7 @@ class FitProblem:
                 offset += n
 
     # ------------------------------------------------------------------ model
-    def _solve_states(self, func: nn.Module, y0: Tensor, group: Group,
+    def solve_states(self, func: nn.Module, y0: Tensor, group: Group,
                       gradient: str | None,
                       sens: tuple[dict[str, Tensor], int] | None = None) -> Tensor:
         """``(n_t, B, size)``: the states of ``group`` at its observation times (``sens``:
@@ -263,33 +268,8 @@ class FitProblem:
 
     def trajectories(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Fitted states on ``n`` evenly spaced times from each experiment's t0 to its last
-        observation: ``(times, states)``, one ``(n,)`` and ``(n, state_size)`` each. The
-        experiments of per-sample groups are solved together here too."""
-        y0 = self.initial_states().detach()
-        ts: list[np.ndarray] = []
-        for exp in self.obs.experiments:
-            t0, t_end = start_time(exp), float(exp.t[-1])
-            ts.append(np.linspace(t0, t_end, max(int(n), 2)) if t_end != t0
-                      else np.array([t0]))
-        states: list[np.ndarray | None] = [None] * len(ts)
-        together = [e for g in self.groups if g.per_sample for e in g.exps]
-        with torch.no_grad():
-            if together:
-                grid = torch.as_tensor(np.stack([ts[e] for e in together], 1),
-                                       dtype=self.dtype, device=self.device)
-                ys = self._solve_states(self.system, y0[together],
-                                        Group(together, grid, False, per_sample=True), None)
-                for b, e in enumerate(together):
-                    states[e] = ys[:, b].cpu().numpy()
-            for e in range(len(ts)):
-                if states[e] is not None:
-                    continue
-                grid1 = Group([e], torch.as_tensor(ts[e], dtype=self.dtype,
-                                                   device=self.device),
-                              False, setup=self.setups[e])
-                states[e] = self._solve_states(self.fields[e], y0[e:e + 1], grid1,
-                                               None)[:, 0].cpu().numpy()
-        return ts, [s for s in states if s is not None]
+        observation (:func:`physode.estimate.fine.fine_trajectories`)."""
+        return fine_trajectories(self, n)
 
     def predict(self, grad: bool = False) -> list[Tensor]:
         """Full states at the observation times, one ``(n_t, state_size)`` per experiment."""
@@ -298,8 +278,7 @@ class FitProblem:
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
             for g in self.groups:
-                assert g.field is not None
-                ys = self._solve_states(g.field, y0[g.exps], g, None)
+                ys = self.plain_states(g, y0[g.exps])
                 for b, e in enumerate(g.exps):
                     out[e] = ys[:, b]
         return out  # type: ignore[return-value]
@@ -405,10 +384,17 @@ class FitProblem:
         n = y0.shape[-1]
         states: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         sens: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
+        model = self.staggered
+        pdp = parameter_jacobian(model, params, P) if model is not None else None
         with torch.no_grad():
             for g, field_ in zip(self.groups, fields):
+                if model is not None and pdp is not None and applies(g, self.system):
+                    xs, ss = self._staggered_solve(model, g, y0[g.exps], s0[g.exps], *pdp)
+                    for b, e in enumerate(g.exps):
+                        states[e], sens[e] = xs[:, b], ss[:, b]
+                    continue
                 z0 = torch.cat([y0[g.exps], s0[g.exps].reshape(len(g.exps), P * n)], -1)
-                zs = self._solve_states(field_, z0, g, None, (tangents, P))
+                zs = self.solve_states(field_, z0, g, None, (tangents, P))
                 for b, e in enumerate(g.exps):
                     states[e] = zs[:, b, :n]
                     sens[e] = zs[:, b, n:].reshape(-1, P, n)
@@ -419,6 +405,31 @@ class FitProblem:
             rows = slice(self.n_data, self.n_data + n_q)
             J[rows] = J[rows] * r[rows].unsqueeze(-1)
         return Evaluation(r.cpu().numpy(), J.cpu().numpy(), nfe=self._nfe)
+
+    def _staggered_solve(self, model: SensitivityModel, g: Group, y0: Tensor, s0: Tensor,
+                         p: Tensor, dp: Tensor) -> tuple[Tensor, Tensor]:
+        """States and sensitivities of group ``g`` by :mod:`physode.estimate.staggered`,
+        its compiled loop once the fit compiled it (it then costs nothing to build)."""
+        names = ", ".join(repr(self.obs.experiments[e].name) for e in g.exps)
+        compiled = self.compile or self._staggered_compiled
+        xs, ss, nfe = solve_group(model, g, y0, s0, p, dp, self.solver, compiled, names)
+        self._staggered_compiled = compiled
+        self._nfe += nfe
+        return xs, ss
+
+    def plain_states(self, g: Group, y0: Tensor) -> Tensor:
+        """The states of group ``g`` without derivatives: staggered where that applies
+        (the sensitivities zero, in the shape of the fit's, so its compiled loop serves),
+        else the plain solve."""
+        model = self.staggered
+        if model is None or not applies(g, self.system) or torch.is_grad_enabled():
+            assert g.field is not None
+            return self.solve_states(g.field, y0, g, None)
+        P = self._sens[False][2] if False in self._sens else self.n_params
+        p = model.parameters().detach().reshape(-1)
+        B, n = y0.shape
+        return self._staggered_solve(model, g, y0, y0.new_zeros(B, P, n),
+                                     p, p.new_zeros(p.numel(), P))[0]
 
     def _rows_jacobian(self, y: Tensor, params: list[nn.Parameter], P: int) -> Tensor:
         """``(P, n)``: d y / d(fitted vector) (:func:`rows_jacobian`)."""

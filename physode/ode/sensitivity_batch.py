@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -42,57 +41,21 @@ import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from physode.errors import InvalidArgument
-from physode.ode.methods.rosenbrock import RODAS4_TABLEAU
-
-Fn = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class SensitivityField:
-    """``rhs(t, x, p) -> (..., n)``, ``jacobian -> (..., n, n)``, ``param_jacobian ->
-    (..., n, P)``; each broadcasts over leading axes of ``t``, ``x`` and ``p``.
-
-    Optional closed forms of the second-order blocks (generated symbolically for SBML
-    models, :mod:`physode.petab.codegen`): ``jacobian_dir(t, x, p, u) = sum_k u_k
-    dJ/dx_k``, ``param_jacobian_dir(t, x, p, u) = sum_k u_k dF/dx_k``, and for a
-    non-autonomous field ``time_derivative`` (df/dt), ``jacobian_dt`` and
-    ``param_jacobian_dt``. Without them, forward-mode automatic differentiation
-    provides them (slower: one dual evaluation along every state direction per step).
-    """
-
-    rhs: Fn
-    jacobian: Fn
-    param_jacobian: Fn
-    autonomous: bool = False
-    jacobian_dir: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
-    param_jacobian_dir: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
-    time_derivative: Fn | None = None
-    jacobian_dt: Fn | None = None
-    param_jacobian_dt: Fn | None = None
-
-    @property
-    def closed_form(self) -> bool:
-        """Whether the second-order blocks come from the field's own functions."""
-        return (self.jacobian_dir is not None and self.param_jacobian_dir is not None
-                and (self.autonomous or None not in (self.time_derivative, self.jacobian_dt,
-                                                     self.param_jacobian_dt)))
-
-
-@dataclass
-class SensitivityResult:
-    """``x``: ``(B, T, n)`` states at the output times; ``s``: ``(B, T, n, q)``
-    sensitivities; ``ok``: ``(B,)`` whether the sample reached the last output (rows of
-    failed samples are NaN past where they stopped); ``steps``/``rejected``: ``(B,)``."""
-
-    x: Tensor
-    s: Tensor
-    ok: Tensor
-    steps: Tensor
-    rejected: Tensor
-
-
-_TAB = RODAS4_TABLEAU
-_SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0  # Hairer's RODAS defaults (fac1 = 5, fac2 = 1/6)
+from physode.ode.sensitivity_loop import solve_compiled
+from physode.ode.sensitivity_step import (
+    _FAC_MAX,
+    _FAC_MIN,
+    _SAFETY,
+    _TAB,
+    SensitivityField,
+    SensitivityModel,
+    SensitivityResult,
+    _rms,
+    _stage_eval,
+    _start_eval,
+    _step,
+    small_matmul,
+)
 
 
 def _merge_stops(times: Tensor, breaks: Tensor | None, t0: float) -> tuple[Tensor, Tensor]:
@@ -109,37 +72,6 @@ def _merge_stops(times: Tensor, breaks: Tensor | None, t0: float) -> tuple[Tenso
         stops, order = torch.sort(stops, dim=1, stable=True)
         index = torch.gather(index, 1, order)
     return stops.contiguous(), index.contiguous()
-
-
-def _rms(v: Tensor, scale: Tensor) -> Tensor:
-    """Root mean square of ``v / scale`` over all but the first axis."""
-    return (v / scale).flatten(1).square().mean(dim=1).sqrt()
-
-
-def _stage_eval(field: SensitivityField, t: Tensor, x: Tensor, s: Tensor, p: Tensor,
-                dp: Tensor) -> tuple[Tensor, Tensor]:
-    """``f`` and ``G = J S + F D`` at one stage point."""
-    return (field.rhs(t, x, p),
-            field.jacobian(t, x, p) @ s + field.param_jacobian(t, x, p) @ dp)
-
-
-def _start_eval(field: SensitivityField, t: Tensor, x: Tensor, s: Tensor, p: Tensor,
-                dp: Tensor) -> tuple[Tensor, ...]:
-    """At a step's start: ``f0``, ``J``, ``G0``, ``dG/dx_k`` for every state direction
-    ``k`` (``(n, B, n, q)``) and, for a non-autonomous field, ``f_t`` and ``G_t``."""
-    n, B = x.shape[1], x.shape[0]
-    J = field.jacobian(t, x, p)
-    G0 = J @ s + field.param_jacobian(t, x, p) @ dp
-    eye = torch.eye(n, dtype=x.dtype)[:, None, :].expand(n, B, n)
-    assert field.jacobian_dir is not None and field.param_jacobian_dir is not None
-    dG = field.jacobian_dir(t, x, p, eye) @ s + field.param_jacobian_dir(t, x, p, eye) @ dp
-    out = (field.rhs(t, x, p), J, G0, dG)
-    if field.autonomous:
-        return out
-    assert field.time_derivative is not None and field.jacobian_dt is not None
-    assert field.param_jacobian_dt is not None
-    return (*out, field.time_derivative(t, x, p),
-            field.jacobian_dt(t, x, p) @ s + field.param_jacobian_dt(t, x, p) @ dp)
 
 
 def _dual(primal: Tensor, tangent: Tensor) -> Tensor:
@@ -221,56 +153,12 @@ class _Kernels:
             return self.call(which, *args)
 
 
-def _step(kernels: _Kernels, t: Tensor, h: Tensor, x: Tensor, s: Tensor, p: Tensor,
-          dp: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One RODAS4 step of every sample: ``(x1, s1, err_x, err_s)``."""
-    f0, J, G0, dG, *tder = kernels.call(0, t, x, s, p, dp)
-    n = x.shape[1]
-    hg = (h * _TAB.gamma)[:, None, None]
-    LU, piv, _ = torch.linalg.lu_factor_ex(torch.eye(n, dtype=x.dtype) / hg - J)
-    U: list[Tensor] = []
-    V: list[Tensor] = []
-    hc = h[:, None]
-    hcc = h[:, None, None]
-    for i in range(_TAB.stages):
-        if i == 0:
-            fx, fs = f0, G0
-        else:
-            xi, si = x, s
-            for j in range(i):
-                a = _TAB.a[i][j]
-                if a:
-                    xi = xi + a * U[j]
-                    si = si + a * V[j]
-            fx, fs = kernels.call(1, t + _TAB.alpha[i] * h, xi, si, p, dp)
-            for j in range(i):
-                c = _TAB.c[i][j]
-                if c:
-                    fx = fx + (c / hc) * U[j]
-                    fs = fs + (c / hcc) * V[j]
-        g = _TAB.gammas[i]
-        if tder and g:
-            fx = fx + (g * hc) * tder[0]
-            fs = fs + (g * hcc) * tder[1]
-        u = torch.linalg.lu_solve(LU, piv, fx[:, :, None])[:, :, 0]
-        # H u = sum_k u_k dG/dx_k
-        v = torch.linalg.lu_solve(LU, piv, fs + torch.einsum("kbiq,bk->biq", dG, u))
-        U.append(u)
-        V.append(v)
-    x1, s1 = x, s
-    for m, u, v in zip(_TAB.m, U, V):
-        if m:
-            x1 = x1 + m * u
-            s1 = s1 + m * v
-    return x1, s1, U[-1], V[-1]  # RODAS4: the last increment is the error estimate
-
-
 def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor,
                         dp: Tensor, times: Tensor, *, t0: float = 0.0,
                         breaks: Tensor | None = None, rtol: float = 1e-6,
                         atol: float = 1e-8, max_steps: int = 10000,
-                        error_control: bool = False,
-                        compile: bool = False) -> SensitivityResult:
+                        error_control: bool = False, compile: bool = False,
+                        compiled_loop: bool = False) -> SensitivityResult:
     """States and sensitivities of ``B`` samples at the shared output ``times``.
 
     ``x0 (B, n)``, ``s0 (B, n, q)`` (``dx0/dtheta``), ``p (B, P)``, ``dp (B, P, q)``
@@ -283,7 +171,9 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
     model evaluations as compiled kernels (:class:`_Kernels`; a one-off compilation of
     tens of seconds, then about half the time per step). A sample whose step size
     underflows, whose steps exceed ``max_steps`` or whose factorisation fails is marked
-    ``ok = False``.
+    ``ok = False``. ``compiled_loop``: for a field with closed-form blocks, the whole
+    loop as one compiled graph instead (:mod:`physode.ode.sensitivity_loop`: no Python
+    per step, the same steps; a one-off compilation per shape).
     """
     B, n = x0.shape
     q = s0.shape[2]
@@ -317,6 +207,9 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
         h = torch.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / d1, x0.new_full((B,), 1e-6))
         span = float(times[-1]) - t0
         h = h.clamp(max=max(span, 1e-12))
+        if compiled_loop and field.closed_form:
+            return solve_compiled(field, x0, s0, p, dp, stops, out_index, len(times), t0,
+                                  h, rtol, atol, max_steps, error_control)
         last_reject = torch.zeros(B, dtype=torch.bool)
         while len(rows):
             # stops reached (outputs at t0, repeated stops): record them, move on
@@ -341,7 +234,7 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
             hit = h >= stop - t
             h_free = h
             h = torch.where(hit, stop - t, h)
-            x1, s1, ex, es = _step(kernels, t, h, x, s, pw, dpw)
+            x1, s1, ex, es = _step(kernels.call, t, h, x, s, pw, dpw)
             scx = atol + rtol * torch.maximum(x.abs(), x1.abs())
             err = _rms(ex, scx)
             if error_control:
@@ -361,11 +254,20 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
             # a step that landed on a stop keeps the size it had before being cut short
             h = torch.where(accept & hit, torch.maximum(h_new, h_free), h_new)
             last_reject = ~accept
-            dead = (h < 1e-14 * torch.clamp(t.abs(), min=1.0)) | (steps[rows] >= max_steps)
+            after = stops[rows, (k + 1).clamp(max=K - 1)]
+            done = accept & hit & ((k + 1 >= K) | ~torch.isfinite(after))  # on its last stop
+            dead = ~done & ((h < 1e-14 * torch.clamp(t.abs(), min=1.0))
+                            | (steps[rows] >= max_steps))
             if bool(dead.any()):
                 ok[rows[dead]] = False
                 k = torch.where(dead, torch.full_like(k, K), k)
     return SensitivityResult(xs, ss, ok, steps, rejected)
 
 
-__all__ = ["SensitivityField", "SensitivityResult", "solve_sensitivities"]
+__all__ = [
+    "SensitivityField",
+    "SensitivityModel",
+    "SensitivityResult",
+    "small_matmul",
+    "solve_sensitivities",
+]

@@ -1,0 +1,192 @@
+"""The staggered RODAS4 sensitivity solve of :mod:`physode.ode.sensitivity_batch` as one
+compiled loop: no Python per step.
+
+The eager solve pays the per-operation overhead of PyTorch (~1 µs per operation, ~150
+operations per step) on every step, which on a 7-species network is nearly all of its
+~1 ms per step. Here the loop is a ``torch._higher_order_ops.while_loop`` compiled with
+inductor (C++ wrapper), as :mod:`physode.ode.compiled_loop` does for the plain solve:
+every iteration attempts one step of every running sample with the same step, error norm
+and controller as the eager loop, so both take the same steps and agree to round-off (the
+stage solves use the inverse of ``I / (h gamma) - J`` here, the LU factors there).
+
+A sample whose step lands on one of its stops (an output time or a breakpoint) writes its
+state and sensitivities into the next free row of its ``(RECORDS, ...)`` record buffer;
+Python copies the records to the outputs between calls. A call returns when some sample
+has filled its records, when every sample is done or failed, or when the next stop of some
+sample coincides with its time (a breakpoint on an output time), which Python records
+before the loop resumes. So a solve with ``T`` outputs makes about ``T / RECORDS`` calls,
+and its memory is that of the outputs plus the records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._higher_order_ops import while_loop as _while_loop
+
+from physode.ode.sensitivity_step import (
+    _FAC_MAX,
+    _FAC_MIN,
+    _SAFETY,
+    _TAB,
+    SensitivityField,
+    SensitivityResult,
+    _rms,
+    _stage_eval,
+    _start_eval,
+    _step,
+)
+
+RECORDS = 16
+"""Stops a sample records per compiled call."""
+
+RUNNING, DONE, FAILED = 0, 1, 2
+
+run_while: Callable[..., tuple[Tensor, ...]] = _while_loop  # torch leaves it untyped
+
+
+def _evaluate(field: SensitivityField, which: int, *args: Tensor) -> tuple[Tensor, ...]:
+    return (_start_eval, _stage_eval)[which](field, *args)
+
+
+def _chunk(field: SensitivityField, stops: Tensor, ctl: Tensor, p: Tensor, dp: Tensor,
+           t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
+           rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
+           rec_x: Tensor, rec_s: Tensor) -> tuple[Tensor, ...]:
+    """Steps of every running sample until a call ends (module docstring). ``ctl``:
+    ``[rtol, atol, max_steps, error_control]``."""
+    B, K = stops.shape
+    rows = torch.arange(B)
+    slots = torch.arange(RECORDS)
+    evaluate = partial(_evaluate, field)
+
+    def next_stop(k_: Tensor) -> Tensor:
+        return stops[rows, k_.clamp(max=K - 1)]
+
+    def cond(t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
+             rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
+             rec_x: Tensor, rec_s: Tensor) -> Tensor:
+        running = status == RUNNING
+        at = running & (next_stop(k) - t <= 1e-13 * t.abs().clamp(min=1.0))
+        return running.any() & (count < RECORDS).all() & ~at.any()
+
+    def body(t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
+             rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
+             rec_x: Tensor, rec_s: Tensor) -> tuple[Tensor, ...]:
+        rtol, atol, max_steps, error_control = ctl.unbind()
+        running = status == RUNNING
+        stop = next_stop(k)
+        hit = h >= stop - t
+        h_free = h
+        h = torch.where(running, torch.where(hit, stop - t, h), torch.ones_like(h))
+        x1, s1, ex, es = _step(evaluate, t, h, x, s, p, dp)
+        err = _rms(ex, atol + rtol * torch.maximum(x.abs(), x1.abs()))
+        err_s = _rms(es, atol + rtol * torch.maximum(s.abs(), s1.abs()))
+        err = torch.where(error_control > 0, torch.maximum(err, err_s), err)
+        err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+        accept = running & (err <= 1.0)
+        steps = steps + running.long()
+        rejected = rejected + (running & ~accept).long()
+        t = torch.where(accept, torch.where(hit, stop, t + h), t)
+        x = torch.where(accept[:, None], x1, x)
+        s = torch.where(accept[:, None, None], s1, s)
+        fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (_TAB.error_order + 1)))
+        fac = fac.clamp(_FAC_MIN, _FAC_MAX)
+        fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
+        h_new = h * fac
+        h_new = torch.where(accept & hit, torch.maximum(h_new, h_free), h_new)
+        h = torch.where(running, h_new, h_free)
+        last_reject = torch.where(running, ~accept, last_reject)
+        landed = accept & hit
+        slot = (slots[None, :] == count[:, None]) & landed[:, None]
+        rec_x = torch.where(slot[:, :, None], x[:, None], rec_x)
+        rec_s = torch.where(slot[:, :, None, None], s[:, None], rec_s)
+        count = count + landed.long()
+        k = k + landed.long()
+        done = landed & ((k >= K) | ~torch.isfinite(next_stop(k)))
+        dead = running & ~done & ((h < 1e-14 * t.abs().clamp(min=1.0))
+                                  | (steps >= max_steps))
+        status = torch.where(done, torch.full_like(status, DONE),
+                             torch.where(dead, torch.full_like(status, FAILED), status))
+        return t, h, x, s, k, steps, rejected, last_reject, status, count, rec_x, rec_s
+
+    return tuple(run_while(cond, body, (t, h, x, s, k, steps, rejected, last_reject,
+                                        status, count, rec_x, rec_s)))
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled_chunk() -> Callable[..., tuple[Tensor, ...]]:
+    fn = _COMPILED.get("chunk")
+    if fn is None:
+        fn = _COMPILED["chunk"] = torch.compile(_chunk, fullgraph=True, dynamic=False,
+                                                options={"cpp_wrapper": True})
+    return fn
+
+
+def solve_compiled(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor, dp: Tensor,
+                   stops: Tensor, out_index: Tensor, n_out: int, t0: float, h0: Tensor,
+                   rtol: float, atol: float, max_steps: int,
+                   error_control: bool) -> SensitivityResult:
+    """The loop of :func:`physode.ode.sensitivity_batch.solve_sensitivities` (which checks
+    the arguments and computes the stops and first steps) for a field with closed-form
+    blocks."""
+    B, n = x0.shape
+    q = s0.shape[2]
+    K = stops.shape[1]
+    xs = x0.new_full((B, n_out, n), math.nan)
+    ss = x0.new_full((B, n_out, n, q), math.nan)
+    t = x0.new_full((B,), t0)
+    x, s, h = (v.clone(memory_format=torch.contiguous_format) for v in (x0, s0, h0))
+    p, dp = p.contiguous(), dp.contiguous()
+    k = torch.zeros(B, dtype=torch.long)
+    steps = torch.zeros(B, dtype=torch.long)
+    rejected = torch.zeros(B, dtype=torch.long)
+    last_reject = torch.zeros(B, dtype=torch.bool)
+    status = torch.full((B,), RUNNING, dtype=torch.long)
+    ctl = torch.tensor([rtol, atol, float(max_steps), float(error_control)],
+                       dtype=x0.dtype)
+    rows = torch.arange(B)
+    chunk = _compiled_chunk()
+    torch._dynamo.mark_dynamic(stops, 1)  # one graph for every number of stops
+    while True:
+        # stops at the current time (outputs at t0, a breakpoint on an output): record them
+        while True:
+            stop = stops[rows, k.clamp(max=K - 1)]
+            at = (status == RUNNING) & (stop - t <= 1e-13 * t.abs().clamp(min=1.0))
+            if not bool(at.any()):
+                break
+            o = out_index[rows, k.clamp(max=K - 1)]
+            rec = at & (o >= 0)
+            xs[rows[rec], o[rec]] = x[rec]
+            ss[rows[rec], o[rec]] = s[rec]
+            k = k + at.long()
+            stop = stops[rows, k.clamp(max=K - 1)]
+            finished = at & ((k >= K) | ~torch.isfinite(stop))
+            status = torch.where(finished, torch.full_like(status, DONE), status)
+        if not bool((status == RUNNING).any()):
+            break
+        k_start = k
+        count = torch.zeros(B, dtype=torch.long)
+        rec_x = x0.new_zeros((B, RECORDS, n))
+        rec_s = x0.new_zeros((B, RECORDS, n, q))
+        (t, h, x, s, k, steps, rejected, last_reject, status, count, rec_x,
+         rec_s) = chunk(field, stops, ctl, p, dp, t, h, x, s, k, steps, rejected,
+                        last_reject, status, count, rec_x, rec_s)
+        where = (k_start[:, None] + torch.arange(RECORDS)[None, :]).clamp(max=K - 1)
+        o = out_index.gather(1, where)
+        rec = (torch.arange(RECORDS)[None, :] < count[:, None]) & (o >= 0)
+        if bool(rec.any()):
+            b_idx = rows[:, None].expand(B, RECORDS)[rec]
+            xs[b_idx, o[rec]] = rec_x[rec]
+            ss[b_idx, o[rec]] = rec_s[rec]
+    return SensitivityResult(xs, ss, status == DONE, steps, rejected)
+
+
+__all__ = ["RECORDS", "solve_compiled"]

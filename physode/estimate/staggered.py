@@ -6,14 +6,14 @@ integrates the state and its ``P`` sensitivity columns as one augmented system o
 costs a Jacobian of the augmented field and a factorisation of its ``n (1 + P)`` square
 matrix per step. A system whose :meth:`sensitivity_model` gives its dynamics in closed form
 (a mass-action :class:`~systems.kinetics.ReactionNetwork`) instead has its sensitivities
-integrated staggered, CVODES-style (Hindmarsh et al., ACM TOMS 31:363, 2005): one RODAS4
+integrated staggered, CVODES-style (Hindmarsh et al., ACM TOMS 31:363, 2005): one Rosenbrock
 step, one ``n x n`` factorisation, and every sensitivity stage solved with it
 (:func:`physode.ode.sensitivity_batch.solve_sensitivities`). The experiments of a group
 are the rows of one batched solve, each with its own step sizes.
 
 It applies when all of these hold, and otherwise the general path runs unchanged:
-the method is ``rodas4`` (the staggered solver's method), the system returns a model
-(pure mass action), the group is solved on the system itself (no condition, input or
+the method is ``rodas4`` or ``rodas5p`` (the staggered solver's methods), the system
+returns a model (pure mass action), the group is solved on the system itself (no condition, input or
 dosing; pre-equilibrated starts are fine, their sensitivities come in as initial
 values), shared times, no solver options other than ``max_steps``, and float64 on the CPU.
 """
@@ -30,8 +30,8 @@ from physode.errors import SolverError
 from physode.estimate.groups import Group
 from physode.estimate.settings import SolverSettings
 from physode.model.system import System
-from physode.ode.methods.rosenbrock import RODAS4_TABLEAU
 from physode.ode.sensitivity_batch import SensitivityModel, solve_sensitivities
+from physode.ode.sensitivity_step import TABLEAUS
 
 _OPTIONS = frozenset({"max_steps"})
 
@@ -40,7 +40,7 @@ def staggered_model(system: System, solver: SolverSettings, dtype: torch.dtype,
                     device: torch.device) -> SensitivityModel | None:
     """The system's model when the staggered path applies to its fits (module docstring)."""
     hook = getattr(system, "sensitivity_model", None)
-    if (solver.method != "rodas4" or not callable(hook) or dtype != torch.float64
+    if (solver.method not in TABLEAUS or not callable(hook) or dtype != torch.float64
             or device.type != "cpu" or not set(solver.options or {}) <= _OPTIONS
             or not all(isinstance(v, (int, float)) for v in (solver.rtol, solver.atol))):
         return None
@@ -85,19 +85,19 @@ def solve_group(model: SensitivityModel, group: Group, y0: Tensor, s0: Tensor, p
                               dp.expand(B, -1, -1), group.grid, t0=float(group.grid[0]),
                               rtol=float(solver.rtol), atol=float(solver.atol),
                               max_steps=int(options.get("max_steps", 10000)),
-                              compiled_loop=compile)
+                              compiled_loop=compile, method=solver.method)
     if not bool(res.ok.all()):
         done = res.x[..., 0].isfinite()
         last = [float(group.grid[int(d.nonzero().max())]) if bool(d.any()) else math.nan
                 for d in done]
         raise SolverError(f"experiment {names}: the staggered forward-sensitivity solve "
-                          f"(rodas4) failed after t = {min(last):.6g}: step size underflow "
-                          "or too many steps", min(last))
+                          f"({solver.method}) failed after t = {min(last):.6g}: step size "
+                          "underflow or too many steps", min(last))
     xs = res.x.transpose(0, 1)
     ss = res.s.permute(1, 0, 3, 2)
     if group.drop_first:
         xs, ss = xs[1:], ss[1:]
-    nfe = int(res.steps.sum()) * RODAS4_TABLEAU.stages
+    nfe = int(res.steps.sum()) * TABLEAUS[solver.method].stages
     return xs, ss, nfe
 
 

@@ -46,7 +46,7 @@ from physode.ode.sensitivity_step import (
     _FAC_MAX,
     _FAC_MIN,
     _SAFETY,
-    _TAB,
+    TABLEAUS,
     SensitivityField,
     SensitivityModel,
     SensitivityResult,
@@ -158,7 +158,8 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
                         breaks: Tensor | None = None, rtol: float = 1e-6,
                         atol: float = 1e-8, max_steps: int = 10000,
                         error_control: bool = False, compile: bool = False,
-                        compiled_loop: bool = False) -> SensitivityResult:
+                        compiled_loop: bool = False, method: str = "rodas4"
+                        ) -> SensitivityResult:
     """States and sensitivities of ``B`` samples at the shared output ``times``.
 
     ``x0 (B, n)``, ``s0 (B, n, q)`` (``dx0/dtheta``), ``p (B, P)``, ``dp (B, P, q)``
@@ -175,6 +176,10 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
     loop as one compiled graph instead (:mod:`physode.ode.sensitivity_loop`: no Python
     per step, the same steps; a one-off compilation per shape).
     """
+    if method not in TABLEAUS:
+        raise InvalidArgument(f"solve_sensitivities: method must be one of {sorted(TABLEAUS)}, "
+                              f"got {method!r}")
+    tab = TABLEAUS[method]
     B, n = x0.shape
     q = s0.shape[2]
     if s0.shape[:2] != (B, n) or p.shape[0] != B or dp.shape != (B, p.shape[1], q):
@@ -209,7 +214,7 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
         h = h.clamp(max=max(span, 1e-12))
         if compiled_loop and field.closed_form:
             return solve_compiled(field, x0, s0, p, dp, stops, out_index, len(times), t0,
-                                  h, rtol, atol, max_steps, error_control)
+                                  h, rtol, atol, max_steps, error_control, method)
         last_reject = torch.zeros(B, dtype=torch.bool)
         while len(rows):
             # stops reached (outputs at t0, repeated stops): record them, move on
@@ -234,7 +239,7 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
             hit = h >= stop - t
             h_free = h
             h = torch.where(hit, stop - t, h)
-            x1, s1, ex, es = _step(kernels.call, t, h, x, s, pw, dpw)
+            x1, s1, ex, es = _step(kernels.call, t, h, x, s, pw, dpw, tab)
             scx = atol + rtol * torch.maximum(x.abs(), x1.abs())
             err = _rms(ex, scx)
             if error_control:
@@ -247,7 +252,7 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
             t = torch.where(accept, torch.where(hit, stop, t + h), t)
             x = torch.where(accept[:, None], x1, x)
             s = torch.where(accept[:, None, None], s1, s)
-            fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (_TAB.error_order + 1)))
+            fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (tab.error_order + 1)))
             fac = fac.clamp(_FAC_MIN, _FAC_MAX)
             fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
             h_new = h * fac

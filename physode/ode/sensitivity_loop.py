@@ -33,7 +33,7 @@ from physode.ode.sensitivity_step import (
     _FAC_MAX,
     _FAC_MIN,
     _SAFETY,
-    _TAB,
+    TABLEAUS,
     SensitivityField,
     SensitivityResult,
     _rms,
@@ -54,13 +54,14 @@ def _evaluate(field: SensitivityField, which: int, *args: Tensor) -> tuple[Tenso
     return (_start_eval, _stage_eval)[which](field, *args)
 
 
-def _chunk(field: SensitivityField, stops: Tensor, ctl: Tensor, p: Tensor, dp: Tensor,
-           t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
+def _chunk(field: SensitivityField, method: str, stops: Tensor, ctl: Tensor, p: Tensor,
+           dp: Tensor, t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
            rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
            rec_x: Tensor, rec_s: Tensor) -> tuple[Tensor, ...]:
     """Steps of every running sample until a call ends (module docstring). ``ctl``:
     ``[rtol, atol, max_steps, error_control]``."""
     B, K = stops.shape
+    tab = TABLEAUS[method]
     rows = torch.arange(B)
     slots = torch.arange(RECORDS)
     evaluate = partial(_evaluate, field)
@@ -84,7 +85,7 @@ def _chunk(field: SensitivityField, stops: Tensor, ctl: Tensor, p: Tensor, dp: T
         hit = h >= stop - t
         h_free = h
         h = torch.where(running, torch.where(hit, stop - t, h), torch.ones_like(h))
-        x1, s1, ex, es = _step(evaluate, t, h, x, s, p, dp)
+        x1, s1, ex, es = _step(evaluate, t, h, x, s, p, dp, tab)
         err = _rms(ex, atol + rtol * torch.maximum(x.abs(), x1.abs()))
         err_s = _rms(es, atol + rtol * torch.maximum(s.abs(), s1.abs()))
         err = torch.where(error_control > 0, torch.maximum(err, err_s), err)
@@ -95,7 +96,7 @@ def _chunk(field: SensitivityField, stops: Tensor, ctl: Tensor, p: Tensor, dp: T
         t = torch.where(accept, torch.where(hit, stop, t + h), t)
         x = torch.where(accept[:, None], x1, x)
         s = torch.where(accept[:, None, None], s1, s)
-        fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (_TAB.error_order + 1)))
+        fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (tab.error_order + 1)))
         fac = fac.clamp(_FAC_MIN, _FAC_MAX)
         fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
         h_new = h * fac
@@ -133,7 +134,7 @@ def _compiled_chunk() -> Callable[..., tuple[Tensor, ...]]:
 def solve_compiled(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor, dp: Tensor,
                    stops: Tensor, out_index: Tensor, n_out: int, t0: float, h0: Tensor,
                    rtol: float, atol: float, max_steps: int,
-                   error_control: bool) -> SensitivityResult:
+                   error_control: bool, method: str = "rodas4") -> SensitivityResult:
     """The loop of :func:`physode.ode.sensitivity_batch.solve_sensitivities` (which checks
     the arguments and computes the stops and first steps) for a field with closed-form
     blocks."""
@@ -177,7 +178,7 @@ def solve_compiled(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor, d
         rec_x = x0.new_zeros((B, RECORDS, n))
         rec_s = x0.new_zeros((B, RECORDS, n, q))
         (t, h, x, s, k, steps, rejected, last_reject, status, count, rec_x,
-         rec_s) = chunk(field, stops, ctl, p, dp, t, h, x, s, k, steps, rejected,
+         rec_s) = chunk(field, method, stops, ctl, p, dp, t, h, x, s, k, steps, rejected,
                         last_reject, status, count, rec_x, rec_s)
         where = (k_start[:, None] + torch.arange(RECORDS)[None, :]).clamp(max=K - 1)
         o = out_index.gather(1, where)

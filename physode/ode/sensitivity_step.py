@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from physode.ode.methods.rosenbrock import RODAS4_TABLEAU
+from physode.ode.methods.rosenbrock import RODAS4_TABLEAU, RODAS5P_TABLEAU, RosenbrockTableau
 
 Fn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -74,6 +74,8 @@ class SensitivityResult:
 
 
 _TAB = RODAS4_TABLEAU
+TABLEAUS = {t.name: t for t in (RODAS4_TABLEAU, RODAS5P_TABLEAU)}
+"""The stiffly accurate Rosenbrock methods the staggered solvers step."""
 _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0  # Hairer's RODAS defaults (fac1 = 5, fac2 = 1/6)
 
 
@@ -141,33 +143,34 @@ def _factor(W: Tensor) -> Callable[[Tensor], Tensor]:
 
 
 def _step(evaluate: Evaluate, t: Tensor, h: Tensor, x: Tensor, s: Tensor, p: Tensor,
-          dp: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One RODAS4 step of every sample: ``(x1, s1, err_x, err_s)``."""
+          dp: Tensor, tab: RosenbrockTableau = _TAB) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One step of every sample by the Rosenbrock method ``tab`` (RODAS4 or RODAS5P, in
+    Hairer's transformed variables): ``(x1, s1, err_x, err_s)``."""
     f0, J, G0, dG, *tder = evaluate(0, t, x, s, p, dp)
     n = x.shape[1]
-    hg = (h * _TAB.gamma)[:, None, None]
+    hg = (h * tab.gamma)[:, None, None]
     solve = _factor(torch.eye(n, dtype=x.dtype) / hg - J)
     U: list[Tensor] = []
     V: list[Tensor] = []
     hc = h[:, None]
     hcc = h[:, None, None]
-    for i in range(_TAB.stages):
+    for i in range(tab.stages):
         if i == 0:
             fx, fs = f0, G0
         else:
             xi, si = x, s
             for j in range(i):
-                a = _TAB.a[i][j]
+                a = tab.a[i][j]
                 if a:
                     xi = xi + a * U[j]
                     si = si + a * V[j]
-            fx, fs = evaluate(1, t + _TAB.alpha[i] * h, xi, si, p, dp)
+            fx, fs = evaluate(1, t + tab.alpha[i] * h, xi, si, p, dp)
             for j in range(i):
-                c = _TAB.c[i][j]
+                c = tab.c[i][j]
                 if c:
                     fx = fx + (c / hc) * U[j]
                     fs = fs + (c / hcc) * V[j]
-        g = _TAB.gammas[i]
+        g = tab.gammas[i]
         if tder and g:
             fx = fx + (g * hc) * tder[0]
             fs = fs + (g * hcc) * tder[1]
@@ -176,15 +179,23 @@ def _step(evaluate: Evaluate, t: Tensor, h: Tensor, x: Tensor, s: Tensor, p: Ten
         v = solve(fs + (dG * u.T[:, :, None, None]).sum(0))
         U.append(u)
         V.append(v)
-    x1, s1 = x, s
-    for m, u, v in zip(_TAB.m, U, V):
-        if m:
-            x1 = x1 + m * u
-            s1 = s1 + m * v
-    return x1, s1, U[-1], V[-1]  # RODAS4: the last increment is the error estimate
+    return (_combine(x, tab.m, U), _combine(s, tab.m, V), _combine(None, tab.e, U),
+            _combine(None, tab.e, V))
+
+
+def _combine(base: Tensor | None, coefs: tuple[float, ...], vecs: list[Tensor]) -> Tensor:
+    """``base + sum_i coefs_i vecs_i`` over the non-zero coefficients."""
+    out = base
+    for c, v in zip(coefs, vecs):
+        if c:
+            term = v if c == 1.0 else c * v
+            out = term if out is None else out + term
+    assert out is not None
+    return out
 
 
 __all__ = [
+    "TABLEAUS",
     "SensitivityField",
     "SensitivityModel",
     "SensitivityResult",

@@ -297,7 +297,7 @@ def solve(
     ``y0`` at every time without calling ``func``. ``t``: 1-D, strictly increasing or
     decreasing. ``method``: one of :data:`physode.ode.methods.METHODS` (euler, midpoint,
     rk4 fixed-step; heun_euler, bosh3, dopri5, tsit5, dopri8 adaptive; rosenbrock23,
-    rodas4 stiff; leapfrog, yoshida4 symplectic). ``rtol``/``atol``: positive scalars or
+    rodas4, rodas5p stiff; leapfrog, yoshida4 symplectic). ``rtol``/``atol``: positive scalars or
     tensors broadcasting against ``y0``. ``gradient``: "aca" (exact discrete gradient,
     checkpoint memory), "direct" (backprop through the accepted steps) or "adjoint"
     (continuous adjoint). ``params``: tensors to differentiate besides ``y0`` and ``t``

@@ -65,10 +65,11 @@ def _problem(net: ReactionNetwork, method: str = "rodas4", **solver) -> FitProbl
     return FitProblem(net, obs, settings)
 
 
-def test_staggered_jacobian_equals_the_augmented_one(monkeypatch):
+@pytest.mark.parametrize("method", ["rodas4", "rodas5p"])
+def test_staggered_jacobian_equals_the_augmented_one(method, monkeypatch):
     net = _network()
     net.set_params(k1=2.6, k4=1.1)  # away from the truth: non-zero residuals
-    problem = _problem(net)
+    problem = _problem(net, method)
     assert problem.staggered is not None
     assert len(problem.groups) == 1 and len(problem.groups[0].exps) == 2  # one batched solve
     calls = []

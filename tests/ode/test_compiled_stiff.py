@@ -63,8 +63,8 @@ def test_rosenbrock23_compiled_equals_eager_and_direct(loop_calls):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["rodas4"])
-def test_rodas4_compiled_equals_eager_and_direct(method, loop_calls):
+@pytest.mark.parametrize("method", ["rodas4", "rodas5p"])
+def test_rodas_compiled_equals_eager_and_direct(method, loop_calls):
     _compare(_enzyme(), torch.linspace(0.0, 5.0, 11), method, loop_calls)
 
 

@@ -43,9 +43,9 @@ def test_every_method_is_a_method_and_declares_its_capabilities(name):
 
 
 def test_capabilities_are_what_the_families_are():
-    assert {n for n, m in METHODS.items() if m.stiff} == {"rodas4", "rosenbrock23"}
+    assert {n for n, m in METHODS.items() if m.stiff} == {"rodas4", "rodas5p", "rosenbrock23"}
     assert {n for n, m in METHODS.items() if not m.supports_adjoint} == {
-        "rodas4", "rosenbrock23", "leapfrog", "yoshida4"}
+        "rodas4", "rodas5p", "rosenbrock23", "leapfrog", "yoshida4"}
     assert {n for n, m in METHODS.items() if m.functional_step} == {
         n for n, m in METHODS.items() if isinstance(m, ExplicitRK)}
 

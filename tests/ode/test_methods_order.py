@@ -38,6 +38,7 @@ STEPS = {
     "heun_euler": [32, 64, 128, 256], "bosh3": [16, 32, 64, 128],
     "dopri5": [16, 32, 64, 128], "tsit5": [16, 32, 64, 128], "dopri8": [6, 12, 24],
     "rosenbrock23": [32, 64, 128, 256], "rodas4": [16, 32, 64, 128],
+    "rodas5p": [8, 16, 32, 64],
 }
 # the tableau data checks below apply to explicit RK tableaux (Rosenbrock: test_solvers_stiff)
 TABLEAUX = sorted(name for name, m in METHODS.items() if isinstance(m, ExplicitRK))

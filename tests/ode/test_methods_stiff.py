@@ -80,14 +80,14 @@ def test_robertson_conserves_mass_and_stays_nonnegative(robertson_solution):
     assert np.abs(ys.sum(1) - 1.0).max() <= 1e-8
     # rodas4: the issue's bound; ode23s' quadratic interpolant dips to -5e-11 (< atol) in
     # y3 at t = 1e-5
-    assert ys.min() >= {"rodas4": -1e-12, "rosenbrock23": -1e-10}[method]
+    assert ys.min() >= {"rodas4": -1e-12, "rodas5p": -1e-12, "rosenbrock23": -1e-10}[method]
 
 
 def test_robertson_rodas4_takes_few_steps(robertson_solution):
     """Stiff solvers are not stability-bound: a few hundred steps over 4e10 time units
     (an explicit method needs ~1e10; benchmarks/stiff_symplectic.py compares Radau)."""
     method, sol = robertson_solution
-    assert sol.stats.accepted < {"rodas4": 500, "rosenbrock23": 2000}[method]
+    assert sol.stats.accepted < {"rodas4": 500, "rodas5p": 500, "rosenbrock23": 2000}[method]
 
 
 # ------------------------------------------------------------------ Van der Pol
@@ -99,7 +99,7 @@ def vdp(t, y):
     return torch.stack([y[..., 1], MU * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
 
 
-@pytest.mark.parametrize("method, rtol, tol", [("rodas4", 1e-8, 2e-6),
+@pytest.mark.parametrize("method, rtol, tol", [("rodas4", 1e-8, 2e-6), ("rodas5p", 1e-8, 2e-6),
                                                ("rosenbrock23", 1e-6, 2e-3)])
 def test_van_der_pol_mu_1000(method, rtol, tol):
     def rhs(t, y):
@@ -117,6 +117,7 @@ def test_van_der_pol_mu_1000(method, rtol, tol):
 
 # ------------------------------------------------------------------ non-autonomous, stiff
 @pytest.mark.parametrize("method, rtol, acc, max_steps", [("rodas4", 1e-6, 1e-6, 400),
+                                                           ("rodas5p", 1e-6, 1e-6, 400),
                                                            ("rosenbrock23", 1e-4, 3e-5, 1000)])
 def test_prothero_robinson_uses_df_dt(method, rtol, acc, max_steps):
     """y' = -1e4 (y - cos t) - sin t, y(0) = 1: exact solution cos t. Steps far beyond the

@@ -74,7 +74,9 @@ class RosenbrockTableau:
         y1 = y0 + sum_i m_i U_i,        err = sum_i e_i U_i.
 
     Dense output (Hairer's RODAS, CONTRO): ``y(t + theta h) = (1 - theta) y0 + theta y1 +
-    theta (1 - theta) (sum_j d2_j U_j + theta sum_j d3_j U_j)``.
+    theta (1 - theta) (sum_j d2_j U_j + theta sum_j d3_j U_j)``, with ``+ theta^2 sum_j
+    d4_j U_j`` inside the bracket when ``d4`` is given (the form of OrdinaryDiffEq.jl's
+    RODAS5P interpolant).
     """
 
     name: str
@@ -92,6 +94,7 @@ class RosenbrockTableau:
     dense_order: int = 3
     pi_beta: float = 0.0
     citation: str = ""
+    d4: Row | None = None  # a fourth dense-output row (RODAS5P's order-4 interpolant)
 
     @property
     def stages(self) -> int:
@@ -99,9 +102,12 @@ class RosenbrockTableau:
 
     def dense_matrix(self) -> FloatArray:
         """``P`` of the interpolant over the increments ``U_j`` (scale 1):
-        ``B_j(theta) = m_j theta + d2_j (theta - theta^2) + d3_j (theta^2 - theta^3)``."""
+        ``B_j(theta) = m_j theta + (theta - theta^2) (d2_j + theta d3_j + theta^2 d4_j)``."""
         m, d2, d3 = (np.array(v, dtype=np.float64) for v in (self.m, self.d2, self.d3))
-        return np.stack([m + d2, d3 - d2, -d3], axis=1)
+        if self.d4 is None:
+            return np.stack([m + d2, d3 - d2, -d3], axis=1)
+        d4 = np.array(self.d4, dtype=np.float64)
+        return np.stack([m + d2, d3 - d2, d4 - d3, -d4], axis=1)
 
 
 class Rosenbrock(_Stiff):
@@ -252,4 +258,60 @@ class Rosenbrock23(_Stiff):
 
 ROSENBROCK23 = Rosenbrock23()
 
-ROSENBROCK_METHODS: dict[str, Method] = {m.name: m for m in (ROSENBROCK23, RODAS4)}
+# RODAS5P (Steinebach, BIT Numer. Math. 63:27, 2023): eight stages, stiffly accurate
+# (stages 6-8 at t + h; y1 is the last stage's argument plus U_8, and U_8 is the error of
+# the embedded order-4 solution), order 5, an order-4 dense output, and coefficients chosen
+# for tight tolerances and for the Prothero-Robinson test (no order reduction on stiff
+# problems with time-dependent forcing). Coefficients as in OrdinaryDiffEq.jl's
+# Rodas5PTableau, in the same transformed variables.
+_R5A = [
+    [],
+    [3.0],
+    [2.849394379747939, 0.45842242204463923],
+    [-6.954028509809101, 2.489845061869568, -10.358996098473584],
+    [2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641],
+    [-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256,
+     0.030198172008377946],
+]
+_R5A.append(_R5A[5] + [1.0])
+_R5A.append(_R5A[5] + [1.0, 1.0])
+_R5C = [
+    [],
+    [-14.155112264123755],
+    [-17.97296035885952, -2.859693295451294],
+    [147.12150275711716, -1.41221402718213, 71.68940251302358],
+    [165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306],
+    [24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125,
+     -0.6610691825249471],
+    [30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783,
+     -19.097331116725623, -28.087943162872662],
+    [37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047,
+     -40.06618937091002, -54.66780262877968, -9.48861652309627],
+]
+
+RODAS5P_TABLEAU = RosenbrockTableau(
+    name="rodas5p",
+    gamma=0.21193756319429014,
+    alpha=(0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716,
+           0.4288403609558664, 1.0, 1.0, 1.0),
+    a=_lower(_R5A, 8),
+    c=_lower(_R5C, 8),
+    gammas=(0.21193756319429014, -0.42387512638858027, -0.3384627126235924,
+            1.8046452872882734, 2.325825639765069, 0.0, 0.0, 0.0),
+    m=(*_R5A[5], 1.0, 1.0, 1.0),
+    e=(0.0,) * 7 + (1.0,),
+    d2=(25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
+        0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493),
+    d3=(-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
+        20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372),
+    d4=(11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
+        -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722),
+    order=5, error_order=4, dense_order=4,
+    citation="RODAS5P: G. Steinebach, Construction of Rosenbrock-Wanner method Rodas5P and "
+             "numerical benchmarks within the Julia Differential Equations package, BIT "
+             "Numer. Math. 63:27 (2023); coefficients and dense output as in "
+             "OrdinaryDiffEq.jl. L-stable, stiffly accurate, 5(4).")
+
+RODAS5P = Rosenbrock(RODAS5P_TABLEAU)
+
+ROSENBROCK_METHODS: dict[str, Method] = {m.name: m for m in (ROSENBROCK23, RODAS4, RODAS5P)}

@@ -43,9 +43,6 @@ from torch import Tensor
 from physode.errors import InvalidArgument
 from physode.ode.sensitivity_loop import solve_compiled
 from physode.ode.sensitivity_step import (
-    _FAC_MAX,
-    _FAC_MIN,
-    _SAFETY,
     TABLEAUS,
     SensitivityField,
     SensitivityModel,
@@ -54,6 +51,8 @@ from physode.ode.sensitivity_step import (
     _stage_eval,
     _start_eval,
     _step,
+    advance,
+    next_step_size,
     small_matmul,
 )
 
@@ -249,15 +248,8 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
             accept = err <= 1.0
             steps[rows] += 1
             rejected[rows] += (~accept).long()
-            t = torch.where(accept, torch.where(hit, stop, t + h), t)
-            x = torch.where(accept[:, None], x1, x)
-            s = torch.where(accept[:, None, None], s1, s)
-            fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (tab.error_order + 1)))
-            fac = fac.clamp(_FAC_MIN, _FAC_MAX)
-            fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
-            h_new = h * fac
-            # a step that landed on a stop keeps the size it had before being cut short
-            h = torch.where(accept & hit, torch.maximum(h_new, h_free), h_new)
+            t, x, s = advance(accept, hit, t, h, stop, x, x1, s, s1)
+            h = next_step_size(h, h_free, err, accept, hit, last_reject, tab)
             last_reject = ~accept
             after = stops[rows, (k + 1).clamp(max=K - 1)]
             done = accept & hit & ((k + 1 >= K) | ~torch.isfinite(after))  # on its last stop

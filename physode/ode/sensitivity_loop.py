@@ -30,9 +30,6 @@ from torch import Tensor
 from torch._higher_order_ops import while_loop as _while_loop
 
 from physode.ode.sensitivity_step import (
-    _FAC_MAX,
-    _FAC_MIN,
-    _SAFETY,
     TABLEAUS,
     SensitivityField,
     SensitivityResult,
@@ -40,6 +37,8 @@ from physode.ode.sensitivity_step import (
     _stage_eval,
     _start_eval,
     _step,
+    advance,
+    next_step_size,
 )
 
 RECORDS = 16
@@ -93,14 +92,8 @@ def _chunk(field: SensitivityField, method: str, stops: Tensor, ctl: Tensor, p: 
         accept = running & (err <= 1.0)
         steps = steps + running.long()
         rejected = rejected + (running & ~accept).long()
-        t = torch.where(accept, torch.where(hit, stop, t + h), t)
-        x = torch.where(accept[:, None], x1, x)
-        s = torch.where(accept[:, None, None], s1, s)
-        fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (tab.error_order + 1)))
-        fac = fac.clamp(_FAC_MIN, _FAC_MAX)
-        fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
-        h_new = h * fac
-        h_new = torch.where(accept & hit, torch.maximum(h_new, h_free), h_new)
+        t, x, s = advance(accept, hit, t, h, stop, x, x1, s, s1)
+        h_new = next_step_size(h, h_free, err, accept, hit, last_reject, tab)
         h = torch.where(running, h_new, h_free)
         last_reject = torch.where(running, ~accept, last_reject)
         landed = accept & hit

@@ -194,10 +194,33 @@ def _combine(base: Tensor | None, coefs: tuple[float, ...], vecs: list[Tensor]) 
     return out
 
 
+def next_step_size(h: Tensor, h_free: Tensor, err: Tensor, accept: Tensor, hit: Tensor,
+                   last_reject: Tensor, tab: RosenbrockTableau) -> Tensor:
+    """Hairer's RODAS step-size rule (Solving ODEs II, IV.8): ``h * clamp(0.9 err^(-1/(q+1)),
+    0.2, 6)``, no growth right after a rejection, and a step that landed on a stop keeps the
+    size it had before it was cut short (``h_free``)."""
+    fac = (_SAFETY * err.clamp(min=1e-10) ** (-1.0 / (tab.error_order + 1)))
+    fac = fac.clamp(_FAC_MIN, _FAC_MAX)
+    fac = torch.where(accept & last_reject, fac.clamp(max=1.0), fac)
+    h_new = h * fac
+    return torch.where(accept & hit, torch.maximum(h_new, h_free), h_new)
+
+
+def advance(accept: Tensor, hit: Tensor, t: Tensor, h: Tensor, stop: Tensor, x: Tensor,
+            x1: Tensor, s: Tensor, s1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Time, state and sensitivities after the step: the new ones where it was accepted
+    (landing exactly on the stop it was cut to), the old ones elsewhere."""
+    t = torch.where(accept, torch.where(hit, stop, t + h), t)
+    return (t, torch.where(accept[:, None], x1, x),
+            torch.where(accept[:, None, None], s1, s))
+
+
 __all__ = [
     "TABLEAUS",
     "SensitivityField",
     "SensitivityModel",
     "SensitivityResult",
+    "advance",
+    "next_step_size",
     "small_matmul",
 ]

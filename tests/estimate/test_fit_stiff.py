@@ -24,7 +24,6 @@ def test_second_derivatives_of_mass_action_are_finite_at_zero_concentration():
     assert jac[1, 1].item() == pytest.approx(0.0)  # 2 k2 B + k3 C at B = C = 0
 
 
-@pytest.mark.slow
 def test_robertson_rates_within_five_percent():
     sys.path.insert(0, str(ROOT / "examples"))
     try:

@@ -418,11 +418,14 @@ class FitProblem:
         return xs, ss
 
     def plain_states(self, g: Group, y0: Tensor) -> Tensor:
-        """The states of group ``g`` without derivatives: staggered where that applies
-        (the sensitivities zero, in the shape of the fit's, so its compiled loop serves),
-        else the plain solve."""
+        """The states of group ``g`` without derivatives: by the compiled staggered loop
+        once the fit has built it and where it applies (the sensitivities zero, in the
+        shape of the fit's, so the same graph serves), else the plain solve (eager, a
+        third of the staggered solve's cost)."""
         model = self.staggered
-        if model is None or not applies(g, self.system) or torch.is_grad_enabled():
+        compiled = self.compile or self._staggered_compiled
+        if (model is None or not compiled or not applies(g, self.system)
+                or torch.is_grad_enabled()):
             assert g.field is not None
             return self.solve_states(g.field, y0, g, None)
         P = self._sens[False][2] if False in self._sens else self.n_params

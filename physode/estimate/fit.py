@@ -18,7 +18,9 @@ Adam max_iter), and compile when that exceeds :data:`COMPILE_BREAK_EVEN_S` and t
 (augmented) state is small (<= :data:`COMPILE_MAX_STATE`), where per-operation overhead
 dominates. Pendulum or kinetics fits take well under a second eagerly and stay eager;
 the three-body fit compiles. Stiff methods compile only above
-:data:`COMPILE_BREAK_EVEN_STIFF_S`, as their compiled loops take minutes to build.
+:data:`COMPILE_BREAK_EVEN_STIFF_S`, as their compiled loops take minutes to build, except
+LM fits on the staggered sensitivities of mass-action networks, whose one loop builds in
+seconds (:data:`COMPILE_BREAK_EVEN_STAGGERED_S`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from physode.estimate.settings import (
     FitSettings,
     fit_settings,
 )
+from physode.estimate.staggered import applies
 from physode.estimate.store import ResultStore
 from physode.estimate.uncertainty import Uncertainty, fit_statistics, gauss_newton
 from physode.model.parameter import labels_for
@@ -62,6 +65,12 @@ COMPILE_BREAK_EVEN_S = 45.0
 #: factorisation and its vector-Jacobian product and took 1-4 minutes to compile on a
 #: 2-core machine (benchmarks/stiff_kinetics.py).
 COMPILE_BREAK_EVEN_STIFF_S = 600.0
+#: The same for LM fits whose sensitivities all come from the staggered loop
+#: (:mod:`physode.estimate.staggered`): it compiles alone, in 10-20 s (the cascade and
+#: Robertson of benchmarks/stiff_kinetics.py), and an evaluation costs about
+#: :data:`STAGGERED_COST` plain solves eagerly (2.4-2.8 measured there).
+COMPILE_BREAK_EVEN_STAGGERED_S = 20.0
+STAGGERED_COST = 3.0
 #: Largest (augmented) state for which compilation is considered.
 COMPILE_MAX_STATE = 4096
 
@@ -324,10 +333,16 @@ def _use_compile(problem: FitProblem, settings: FitSettings) -> bool:
         factor, expected, size = 1.0 + 8.0 * P, min(settings.max_iter, 15), size * (1 + P)
     elif settings.optimizer == "lbfgs":
         expected = 1.5 * min(settings.max_iter, 100)
-    estimate = t_eager * factor * expected * (settings.multistart + 1)
     break_even = COMPILE_BREAK_EVEN_STIFF_S if settings.stiff else COMPILE_BREAK_EVEN_S
+    groups = getattr(problem, "groups", None)  # a distributed problem has none of its own
+    if (settings.optimizer == "lm" and getattr(problem, "staggered", None) is not None
+            and groups and all(applies(g, problem.system) for g in groups)):
+        factor, size = STAGGERED_COST, problem.system.state_size
+        break_even = COMPILE_BREAK_EVEN_STAGGERED_S
+    estimate = t_eager * factor * expected * (settings.multistart + 1)
     return size <= COMPILE_MAX_STATE and estimate > break_even
 
 
-__all__ = ["COMPILE_BREAK_EVEN_S", "COMPILE_BREAK_EVEN_STIFF_S", "COMPILE_MAX_STATE",
+__all__ = ["COMPILE_BREAK_EVEN_S", "COMPILE_BREAK_EVEN_STAGGERED_S",
+           "COMPILE_BREAK_EVEN_STIFF_S", "COMPILE_MAX_STATE",
            "DEFAULT_MAX_ITER", "OPTIMIZERS", "fit"]

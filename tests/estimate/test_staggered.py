@@ -121,3 +121,22 @@ def test_augmented_path_where_staggered_does_not_apply(case):
     kwargs = {"tstops": [1.0]} if case == "tstops" else {}
     problem = _problem(net, "rosenbrock23" if case == "rosenbrock23" else "rodas4", **kwargs)
     assert problem.staggered is None
+
+
+def test_auto_compiles_lm_on_the_staggered_loop_at_a_lower_break_even(monkeypatch):
+    """compile='auto' weighs the staggered loop's cheap build (seconds) for LM fits of
+    mass-action networks, but keeps the minutes-long bar of the augmented stiff loops."""
+    import time
+
+    from physode.estimate import fit as fit_module
+    from physode.estimate.settings import fit_settings
+
+    settings = fit_settings(method="rodas5p", optimizer="lm", max_iter=50)
+    eager_s = 0.6  # one plain solve: 0.6 s x 3 x 15 evaluations = 27 s > 20 s
+    problem = _problem(_network(), "rodas5p")
+    clock = iter(float(i) * eager_s for i in range(100))  # each probe reads it twice
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(problem, "residuals", lambda: None)
+    assert fit_module._use_compile(problem, settings)
+    problem.staggered = None  # the augmented path: 0.6 s x 49 x 15 = 441 s < 600 s
+    assert not fit_module._use_compile(problem, settings)

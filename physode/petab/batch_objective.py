@@ -38,6 +38,7 @@ from physode.ode.sensitivity_batch import (
     SensitivityResult,
     solve_sensitivities,
 )
+from physode.ode.sensitivity_step import TABLEAUS
 from physode.petab.objective import ObservableGroup, PetabObjective, scale_to_lin
 from physode.petab.simulate import SolverOptions
 from physode.petab.tables import Sources
@@ -105,6 +106,8 @@ class BatchResiduals:
         self.options = options
         self.compile = options.compile if compile is None else compile
         self.field = sensitivity_field(objective)
+        # the staggered solver steps RODAS4 or RODAS5P; any other method gets RODAS4
+        self.method = options.method if options.method in TABLEAUS else "rodas4"
         self.free = torch.tensor(objective.free, dtype=torch.long)
         self.scales = objective.free_scales
         # per group: (simulation, time position) of each row; inf: the steady state, after
@@ -194,7 +197,7 @@ class BatchResiduals:
         opts = self.options
         return solve_sensitivities(self.field, x0, s0, p, dp, times, breaks=breaks,
                                    rtol=opts.rtol, atol=opts.atol, max_steps=opts.max_steps,
-                                   compile=self.compile)
+                                   compile=self.compile, method=self.method)
 
     def _steady(self, p: Tensor, dp: Tensor, x0: Tensor,
                 s0: Tensor) -> tuple[Tensor, Tensor, Tensor]:

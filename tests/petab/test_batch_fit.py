@@ -47,6 +47,16 @@ def test_batched_nllh_residuals_and_gradient_match_the_closed_form(yaml_path):
         np.testing.assert_allclose(grad[b], fd, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method, stepped", [("rodas5p", "rodas5p"), ("rodas4", "rodas4"),
+                                             ("dopri5", "rodas4")])
+def test_batched_evaluation_steps_the_chosen_rosenbrock_method(yaml_path, method, stepped):
+    prob = petab.load(yaml_path, options=SolverOptions(rtol=1e-10, atol=1e-12, method=method))
+    evaluate = BatchResiduals(prob.objective, prob.options)
+    assert evaluate.method == stepped
+    ev = evaluate(torch.tensor(THETA))
+    np.testing.assert_allclose(ev.nllh.numpy(), [_closed(t) for t in THETA], rtol=1e-8)
+
+
 def test_fisher_information_gives_the_textbook_noise_stderr(yaml_path):
     prob = petab.load(yaml_path, options=SolverOptions(rtol=1e-8, atol=1e-10))
     ev = BatchResiduals(prob.objective, prob.options)(torch.tensor(THETA[:1]))

@@ -5,7 +5,8 @@ The System's state variables are the model's states, its parameters the model
 parameters with the values of the first simulation condition (estimated ones free,
 others fixed); ``system(t, y)`` is the generated vector field and ``system.jacobian`` /
 ``system.time_derivative`` the generated derivatives, so physode's solvers, simulate and
-ensembles run the SBML model directly.
+ensembles run the SBML model directly; ``system.sensitivity_model()`` gives least-squares
+fits the staggered forward sensitivities.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from physode.errors import InvalidSystem
 from physode.model.parameter import Parameter
 from physode.model.state import StateVar
 from physode.model.system import System
+from physode.ode.sensitivity_batch import SensitivityField, SensitivityModel
 from physode.petab.cache import GeneratedModel
 
 
@@ -58,6 +60,21 @@ class SbmlSystem(System):
     def time_derivative(self, t: Tensor, y: Tensor) -> Tensor:
         """df/dt from the generated symbolic derivative."""
         return self.model.time_derivative(t, y, self._p())
+
+    def sensitivity_model(self) -> SensitivityModel:
+        """The generated closed forms (Jacobians and their second-order blocks, the ones
+        the batched PEtab fit uses) with this system's parameter vector: least-squares fits
+        with ``rodas4`` or ``rodas5p`` integrate their sensitivities staggered
+        (:mod:`physode.estimate.staggered`)."""
+        model = self.__dict__.get("_sensitivity_model")
+        if model is None:  # one field per system: compiled kernels are cached by field
+            m = self.model.module
+            field = SensitivityField(m.rhs, m.jacobian, m.param_jacobian, bool(m.AUTONOMOUS),
+                                     m.jacobian_dir, m.param_jacobian_dir, m.time_derivative,
+                                     m.jacobian_dt, m.param_jacobian_dt)
+            model = SensitivityModel(field, self._p)
+            self.__dict__["_sensitivity_model"] = model
+        return model
 
     def observables(self, t: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """The PEtab observables from the generated formulas. A formula with placeholder

@@ -163,3 +163,31 @@ def test_steady_state_and_its_gradient_in_closed_form(tmp_path, method):
     assert float(g_field[1]) == pytest.approx(-k2 * total / (k1 + k2) ** 2, rel=1e-5)
     assert float(g_field[2]) == pytest.approx(k1 * total / (k1 + k2) ** 2, rel=1e-5)
     assert g_y0.tolist() == pytest.approx([k2 / (k1 + k2)] * 2, rel=1e-5)
+
+
+def test_fits_of_the_sbml_system_take_staggered_sensitivities(yaml_path, monkeypatch):
+    """physode.fit on the PEtab problem's System: the generated closed forms give the
+    staggered residual Jacobian, equal to the augmented one (non-autonomous model: the
+    time switch)."""
+    from physode.estimate.problem import FitProblem
+    from physode.estimate.settings import SolverSettings
+
+    prob = petab.load(yaml_path)
+    system, obs = prob.system, prob.observations
+    c0 = [e for e in obs.experiments if e.name == "c0"]
+    obs = type(obs)(system=obs.system, experiments=c0, metadata=obs.metadata)
+    problem = FitProblem(system, obs, SolverSettings("rodas5p", rtol=1e-10, atol=1e-12))
+    assert problem.staggered is not None
+    import physode.estimate.staggered as staggered
+
+    calls = []
+    real = staggered.solve_sensitivities
+    monkeypatch.setattr(staggered, "solve_sensitivities",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = problem.residuals_and_jacobian()
+    assert calls, "the staggered path did not run"
+    problem.staggered = None
+    slow = problem.residuals_and_jacobian()
+    assert np.abs(fast.J).max() > 0
+    np.testing.assert_allclose(fast.J, slow.J, rtol=0, atol=1e-6 * np.abs(slow.J).max())
+    np.testing.assert_allclose(fast.r, slow.r, rtol=0, atol=1e-6 * np.abs(slow.r).max())

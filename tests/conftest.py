@@ -13,3 +13,20 @@ def _float64_and_threads():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def staggered_calls(monkeypatch):
+    """A list that grows by one at every staggered sensitivity solve of a fit
+    (physode.estimate.staggered), so a test can tell that path ran."""
+    import physode.estimate.staggered as staggered
+
+    calls: list[int] = []
+    real = staggered.solve_sensitivities
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(staggered, "solve_sensitivities", counted)
+    return calls

@@ -56,6 +56,9 @@ from physode.ode.sensitivity_step import (
     small_matmul,
 )
 
+_UNCOMPILABLE: set[SensitivityField] = set()
+"""Fields whose compiled loop failed to build: they run eagerly from then on."""
+
 
 def _merge_stops(times: Tensor, breaks: Tensor | None, t0: float) -> tuple[Tensor, Tensor]:
     """Per sample: the sorted stop times ``(B, K)`` and the output index of each stop
@@ -211,9 +214,15 @@ def solve_sensitivities(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tens
         h = torch.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / d1, x0.new_full((B,), 1e-6))
         span = float(times[-1]) - t0
         h = h.clamp(max=max(span, 1e-12))
-        if compiled_loop and field.closed_form:
-            return solve_compiled(field, x0, s0, p, dp, stops, out_index, len(times), t0,
-                                  h, rtol, atol, max_steps, error_control, method)
+        if compiled_loop and field.closed_form and field not in _UNCOMPILABLE:
+            try:
+                return solve_compiled(field, x0, s0, p, dp, stops, out_index, len(times),
+                                      t0, h, rtol, atol, max_steps, error_control, method)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager
+                _UNCOMPILABLE.add(field)
+                warnings.warn(f"compiling the staggered sensitivity loop failed "
+                              f"({type(exc).__name__}: {str(exc)[:300]}); running it eagerly",
+                              RuntimeWarning, stacklevel=2)
         last_reject = torch.zeros(B, dtype=torch.bool)
         while len(rows):
             # stops reached (outputs at t0, repeated stops): record them, move on

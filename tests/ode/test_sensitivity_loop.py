@@ -58,3 +58,21 @@ def test_compiled_loop_takes_the_eager_steps(method, monkeypatch):
     done = torch.tensor(expected)
     assert torch.allclose(short_c.x[done], eager.x[done], rtol=1e-10, atol=1e-18)
     assert torch.isnan(short_c.x[~done][:, -1]).all()
+
+
+def test_a_loop_that_fails_to_compile_runs_eagerly_with_a_warning(monkeypatch):
+    model = systems.get("robertson").sensitivity_model()
+    k = model.parameters().detach()[None]
+    x0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=D)
+    times = torch.logspace(-3, 1, 5, dtype=D)
+    args = (model.field, x0, torch.zeros(1, 3, 3, dtype=D), k, torch.diag_embed(k), times)
+
+    def broken(*a, **kw):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(sensitivity_loop, "_compiled_chunk", lambda: broken)
+    monkeypatch.setattr("physode.ode.sensitivity_batch._UNCOMPILABLE", set())
+    eager = solve_sensitivities(*args, t0=0.0)
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        out = solve_sensitivities(*args, t0=0.0, compiled_loop=True)
+    assert torch.equal(out.x, eager.x) and torch.equal(out.s, eager.s)

@@ -23,10 +23,12 @@ and rejected steps and stop times (the output times shared by all, then its own
 breakpoints, where the step lands exactly and the next one starts afresh). One loop
 iteration attempts one step of every unfinished sample with batched tensor operations,
 so the per-operation overhead of eager PyTorch is paid once for the whole batch: the
-point of this module, which serves multistart fits (one sample per start). ``H U`` and the
-time derivatives come from one forward-mode evaluation per step of ``f``, ``J`` and ``F``
-along the ``n`` state directions (and time, for a non-autonomous field), the directions
-stacked on a leading axis: the model's functions must broadcast over leading axes.
+point of this module, which serves multistart fits (one sample per start). With the
+closed-form second-order blocks, ``H u`` is one directional evaluation per stage along
+that stage's ``u``. Without them, ``H U`` and the time derivatives come from one
+forward-mode evaluation per step of ``f``, ``J`` and ``F`` along the ``n`` state
+directions (and time, for a non-autonomous field), the directions stacked on a leading
+axis: the model's functions must broadcast over leading axes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from physode.ode.sensitivity_step import (
     SensitivityField,
     SensitivityModel,
     SensitivityResult,
+    _hu_eval,
     _rms,
     _stage_eval,
     _start_eval,
@@ -127,11 +130,13 @@ class _Kernels:
         self.field = field
         self.start: Callable[..., tuple[Tensor, ...]] = partial(start, field)
         self.stage: Callable[..., tuple[Tensor, ...]] = partial(_stage_eval, field)
+        self.hdir: Callable[..., tuple[Tensor, ...]] = partial(_hu_eval, field)
         self.compiled = compiled and field.closed_form
         if self.compiled:
-            self._eager = (self.start, self.stage)
+            self._eager = (self.start, self.stage, self.hdir)
             self.start = torch.compile(self.start, dynamic=True)
             self.stage = torch.compile(self.stage, dynamic=True)
+            self.hdir = torch.compile(self.hdir, dynamic=True)
 
     @classmethod
     def of(cls, field: SensitivityField, compiled: bool) -> _Kernels:
@@ -142,7 +147,7 @@ class _Kernels:
         return k
 
     def call(self, which: int, *args: Tensor) -> tuple[Tensor, ...]:
-        fn = (self.start, self.stage)[which]
+        fn = (self.start, self.stage, self.hdir)[which]
         if not self.compiled:
             return fn(*args)
         try:
@@ -151,7 +156,7 @@ class _Kernels:
             warnings.warn(f"compiling the sensitivity kernels failed ({type(exc).__name__}: "
                           f"{exc}); running them eagerly", RuntimeWarning, stacklevel=3)
             self.compiled = False
-            self.start, self.stage = self._eager
+            self.start, self.stage, self.hdir = self._eager
             return self.call(which, *args)
 
 

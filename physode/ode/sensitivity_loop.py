@@ -33,6 +33,7 @@ from physode.ode.sensitivity_step import (
     TABLEAUS,
     SensitivityField,
     SensitivityResult,
+    _hu_eval,
     _rms,
     _stage_eval,
     _start_eval,
@@ -50,7 +51,7 @@ run_while: Callable[..., tuple[Tensor, ...]] = _while_loop  # torch leaves it un
 
 
 def _evaluate(field: SensitivityField, which: int, *args: Tensor) -> tuple[Tensor, ...]:
-    return (_start_eval, _stage_eval)[which](field, *args)
+    return (_start_eval, _stage_eval, _hu_eval)[which](field, *args)
 
 
 def _chunk(field: SensitivityField, method: str, stops: Tensor, ctl: Tensor, p: Tensor,

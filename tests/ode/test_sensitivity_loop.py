@@ -76,3 +76,24 @@ def test_a_loop_that_fails_to_compile_runs_eagerly_with_a_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="running it eagerly"):
         out = solve_sensitivities(*args, t0=0.0, compiled_loop=True)
     assert torch.equal(out.x, eager.x) and torch.equal(out.s, eager.s)
+
+
+def test_h_u_per_stage_equals_h_u_from_all_directions(monkeypatch):
+    """Large networks evaluate H u along each stage's u; small ones contract the n
+    directions formed once per step. The same step either way (eager loop)."""
+    from physode.ode import sensitivity_step
+
+    model = systems.get("robertson").sensitivity_model()
+    k = model.parameters().detach()
+    p = torch.stack([k, 1.5 * k]).to(D)
+    x0 = torch.tensor([[1.0, 0.0, 0.0], [0.7, 0.0, 0.3]], dtype=D)
+    args = (model.field, x0, torch.zeros(2, 3, 3, dtype=D), p, torch.diag_embed(p),
+            torch.logspace(-4, 3, 30, dtype=D))
+    kw = {"t0": 0.0, "rtol": 1e-7, "atol": 1e-12, "method": "rodas5p"}
+    directions = solve_sensitivities(*args, **kw)
+    monkeypatch.setattr(sensitivity_step, "HU_PER_STAGE_ABOVE", 0)
+    per_stage = solve_sensitivities(*args, **kw)
+    assert torch.equal(per_stage.steps, directions.steps)
+    assert torch.allclose(per_stage.x, directions.x, rtol=1e-12, atol=1e-20)
+    scale = directions.s.abs().amax(dim=(1, 2), keepdim=True)
+    assert ((per_stage.s - directions.s).abs() <= 1e-11 * scale).all()

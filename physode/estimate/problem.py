@@ -385,10 +385,12 @@ class FitProblem:
         states: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         sens: list[Tensor] = [y0[:0]] * len(self.obs.experiments)
         model = self.staggered
-        pdp = parameter_jacobian(model, params, P) if model is not None else None
+        staggered = [model is not None and applies(g, self.system) for g in self.groups]
+        pdp = parameter_jacobian(model, params, P) if model is not None and any(
+            staggered) else None
         with torch.no_grad():
-            for g, field_ in zip(self.groups, fields):
-                if model is not None and pdp is not None and applies(g, self.system):
+            for g, field_, stag in zip(self.groups, fields, staggered):
+                if stag and model is not None and pdp is not None:
                     xs, ss = self._staggered_solve(model, g, y0[g.exps], s0[g.exps], *pdp)
                     for b, e in enumerate(g.exps):
                         states[e], sens[e] = xs[:, b], ss[:, b]

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from physode.ode import allocator
 from physode.ode.batch_parts import (
     BatchStats,
     BatchTimes,
@@ -220,6 +221,7 @@ class BatchLoop:
 
     def __init__(self, method: Method) -> None:
         self.method = method
+        allocator.enable()  # the loop body allocates its buffers on every iteration
         loops: dict[str, Any] = {"cpp_wrapper": True}
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)

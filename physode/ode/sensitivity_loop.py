@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch._higher_order_ops import while_loop as _while_loop
 
+from physode.ode import allocator
 from physode.ode.sensitivity_step import (
     TABLEAUS,
     SensitivityField,
@@ -120,6 +121,7 @@ _COMPILED: dict[str, Any] = {}
 def _compiled_chunk() -> Callable[..., tuple[Tensor, ...]]:
     fn = _COMPILED.get("chunk")
     if fn is None:
+        allocator.enable()  # the loop body allocates its buffers on every iteration
         fn = _COMPILED["chunk"] = torch.compile(_chunk, fullgraph=True, dynamic=False,
                                                 options={"cpp_wrapper": True})
     return fn

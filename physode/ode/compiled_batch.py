@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physode.ode import allocator
 from physode.ode.batch_parts import (
     BatchStats,
     BatchTimes,
@@ -64,6 +63,7 @@ from physode.ode.compiled_loop import (
     tolerance,
 )
 from physode.ode.loop import Config, check_derivative
+from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.step import VectorField
 
@@ -221,8 +221,7 @@ class BatchLoop:
 
     def __init__(self, method: Method) -> None:
         self.method = method
-        allocator.enable()  # the loop body allocates its buffers on every iteration
-        loops: dict[str, Any] = {"cpp_wrapper": True}
+        loops = loop_options()
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,

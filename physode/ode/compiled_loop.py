@@ -42,9 +42,9 @@ from torch import Tensor
 from torch._higher_order_ops import while_loop as _while_loop
 
 from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
-from physode.ode import allocator
 from physode.ode.controller import PIController, initial_step
 from physode.ode.loop import Config, Stats
+from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
 from physode.ode.methods.step import VectorField, time_tensor
@@ -235,8 +235,7 @@ class CompiledLoop:
         interpolant = method.interpolant
         assert interpolant is not None  # y + scale sum_j B_j(theta) K_j, scale h or 1
         self.interpolant = interpolant
-        allocator.enable()  # the loop body allocates its buffers on every iteration
-        loops: dict[str, Any] = {"cpp_wrapper": True}  # the while loop itself in C++
+        loops = loop_options()
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch._higher_order_ops import while_loop as _while_loop
 
-from physode.ode import allocator
+from physode.ode.loop_compile import loop_options
 from physode.ode.sensitivity_step import (
     TABLEAUS,
     SensitivityField,
@@ -121,9 +121,8 @@ _COMPILED: dict[str, Any] = {}
 def _compiled_chunk() -> Callable[..., tuple[Tensor, ...]]:
     fn = _COMPILED.get("chunk")
     if fn is None:
-        allocator.enable()  # the loop body allocates its buffers on every iteration
         fn = _COMPILED["chunk"] = torch.compile(_chunk, fullgraph=True, dynamic=False,
-                                                options={"cpp_wrapper": True})
+                                                options=loop_options())
     return fn
 
 

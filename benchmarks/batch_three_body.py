@@ -20,7 +20,7 @@ import argparse
 import time
 
 import torch
-from common import machine_line, markdown_table, median_time, write_result
+from common import cache_line, machine_line, markdown_table, median_time, write_result
 from paper_three_body import ATOL, RTOL, setup
 
 import physode
@@ -106,7 +106,8 @@ def main() -> None:
     header = ["solve", "ms / gradient", "time / one system", "compile s"]
     text = (f"Batch of {args.batch} three-body systems with different masses, one gradient "
             f"(1000 outputs, dopri5 rtol {RTOL:g} atol {ATOL:g}); medians of {args.repeats} "
-            f"({machine_line()}); accepted steps per sample {min(accepted)}-{max(accepted)}; "
+            f"({machine_line()}; {cache_line()}); accepted steps per sample "
+            f"{min(accepted)}-{max(accepted)}; "
             f"gradient of samples 0 and {args.batch - 1} vs each solved alone: relative "
             f"difference {max(check):.1e}\n\n")
     text += markdown_table(header, table)

@@ -50,6 +50,16 @@ def write_result(name: str, text: str) -> Path:
     return path
 
 
+def cache_line() -> str:
+    """How the compile times above were met: inductor's FX-graph cache hits and misses in
+    this process (a warm cache from an earlier run makes "compile s" the tracing only)."""
+    from torch._dynamo.utils import counters
+
+    c = counters["inductor"]
+    return (f"inductor cache: {c['fxgraph_cache_hit']} hits, {c['fxgraph_cache_miss']} "
+            f"misses")
+
+
 def machine_line() -> str:
     return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
             f"{os.cpu_count()} CPU(s)")

@@ -18,7 +18,7 @@ import time
 
 import torch
 import torchdiffeq
-from common import machine_line, markdown_table, median_time, write_result
+from common import cache_line, machine_line, markdown_table, median_time, write_result
 from peer_env import run_peer
 
 import physode
@@ -105,7 +105,7 @@ def main() -> None:
     header = ["solver", "ms / gradient", "time / torchdiffeq odeint", "compile s",
               "grad diff vs physode direct"]
     text = (f"Seed paper's three-body gradient (1000 outputs, dopri5 rtol 1e-7 atol 1e-8), "
-            f"medians of {args.repeats} ({machine_line()})"
+            f"medians of {args.repeats} ({machine_line()}; {cache_line()})"
             + ("" if peer is not None else "; diffrax not run") + "\n\n")
     text += markdown_table(header, table_rows)
     print(text)

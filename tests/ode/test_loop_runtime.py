@@ -1,4 +1,5 @@
-"""The small-block cache in front of c10's CPU allocator (physode/ode/allocator.py)."""
+"""What the compiled loops run with: the small-block cache in front of c10's CPU allocator
+(physode/ode/allocator.py) and the compile options (physode/ode/loop_compile.py)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,18 @@ def test_a_forked_child_allocates() -> None:
     child.join(timeout=60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 1225.0
+
+
+def test_loop_options_make_while_loop_cacheable_by_the_name_torch_checks() -> None:
+    """The name in ``unsafe_marked_cacheable_functions`` must be the one torch builds for
+    the operator, or the compile cache silently stays off for the solver loops."""
+    from torch._higher_order_ops.while_loop import while_loop_op
+
+    from physode.ode.loop_compile import loop_options
+
+    options = loop_options()
+    assert options["cpp_wrapper"] is True
+    assert not while_loop_op.cacheable()
+    with torch._inductor.config.patch(
+            unsafe_marked_cacheable_functions=options["unsafe_marked_cacheable_functions"]):
+        assert while_loop_op.cacheable()

@@ -32,6 +32,7 @@ rule, so a compiled solve takes the same steps as the eager one.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -292,10 +293,9 @@ class CompiledLoop:
         """The outputs inside this chunk's steps, from output ``k`` on (see the module
         docstring), and the chunk's record for the reverse sweep."""
         T, H, Y, F, K = (x[:n] for x in ck)
-        end = float(t_end)
-        stop = k
-        while stop < len(times) and direction * (times[stop] - end) <= 0:
-            stop += 1
+        # the outputs up to the chunk's end: times sorted along the direction of the solve
+        keys = times if direction > 0 else [-x for x in times]
+        stop = bisect.bisect_right(keys, direction * float(t_end), lo=k)
         q = tau[k:stop]
         keys, queries = (-T, -q) if direction < 0 else (T, q)
         local = (torch.searchsorted(keys.contiguous(), queries.contiguous()) - 1).clamp(min=0)

@@ -133,6 +133,9 @@ def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: i
                               "are not supported; give sigma in the observations")
     if center.size == 0:
         raise InvalidArgument("sample: the fit has no physical parameter to sample")
+    fitted = result.settings.compile is True
+    # compiled from the start when that is decided already: the fit compiled these graphs
+    problem.compile = use_compile(compile, fitted, 0.0)
     try:
         t0 = time.perf_counter()
         ev = problem.residuals_and_jacobian()
@@ -151,7 +154,7 @@ def sample(result: FitResult, method: str = "nuts", draws: int = 1000, chains: i
     warm = warmup if warmup is not None else (draws // 2 if method == "nuts" else draws)
     eager_s = (per_gradient * GRADIENTS_PER_ITERATION * chains * (draws + warm)
                if method == "nuts" else 0.0)
-    compiled = use_compile(compile, result.settings.compile is True, eager_s)
+    compiled = problem.compile or use_compile(compile, fitted, eager_s)
 
     def task(z: np.ndarray, s: int) -> ChainTask:
         sys_copy = copy.deepcopy(system) if executor is not None else system

@@ -294,8 +294,8 @@ class CompiledLoop:
         docstring), and the chunk's record for the reverse sweep."""
         T, H, Y, F, K = (x[:n] for x in ck)
         # the outputs up to the chunk's end: times sorted along the direction of the solve
-        keys = times if direction > 0 else [-x for x in times]
-        stop = bisect.bisect_right(keys, direction * float(t_end), lo=k)
+        along = times if direction > 0 else [-x for x in times]
+        stop = bisect.bisect_right(along, direction * float(t_end), lo=k)
         q = tau[k:stop]
         keys, queries = (-T, -q) if direction < 0 else (T, q)
         local = (torch.searchsorted(keys.contiguous(), queries.contiguous()) - 1).clamp(min=0)

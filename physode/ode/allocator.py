@@ -91,9 +91,11 @@ def _library() -> ctypes.CDLL | None:
     else:
         try:
             lib = ctypes.CDLL(str(_build(compiler)))
-        except (OSError, subprocess.SubprocessError) as err:
-            detail = getattr(err, "stderr", None) or str(err)
+        except subprocess.CalledProcessError as err:
+            detail = err.stderr or str(err)
             LOG.info("small-block CPU cache not built: %s", detail.strip()[-2000:])
+        except (OSError, subprocess.SubprocessError) as err:
+            LOG.info("small-block CPU cache not built: %s", err)
     _STATE["lib"] = lib
     return lib
 

@@ -13,10 +13,11 @@ come from, never what they hold.
 
 It is put in place the first time a compiled loop is built (:func:`enable`), is built with
 the C++ compiler that inductor uses anyway (~0.5 s, once: the library is cached under
-``$PHYSODE_CACHE_DIR`` or ``~/.cache/physode``, keyed by its source and the torch
-version), and stays for the life of the process. ``PHYSODE_CPU_ALLOCATOR=system`` leaves
-c10's allocator alone. Without a compiler, or if the build fails, everything works as
-before, only slower; the reason is logged at INFO level on the ``physode`` logger.
+``$PHYSODE_CACHE_DIR/allocator`` or ``~/.cache/physode/allocator``, keyed by its source
+and the torch version), and stays for the life of the process.
+``PHYSODE_CPU_ALLOCATOR=system`` leaves c10's allocator alone. Without a compiler, or if
+the build fails, everything works as before, only slower; the reason is logged at INFO
+level on the ``physode`` logger.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from physode.paths import cache_root
+
 SOURCE = Path(__file__).with_name("small_blocks.cpp")
 LOG = logging.getLogger("physode")
 
@@ -39,12 +42,9 @@ _STATE: dict[str, ctypes.CDLL | None] = {}
 
 
 def cache_dir() -> Path:
-    """Where the built library lives: ``$PHYSODE_CACHE_DIR``, else ``~/.cache/physode``."""
-    configured = os.environ.get("PHYSODE_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "physode"
+    """Where the built library lives: ``allocator/`` in physode's cache folder
+    (:mod:`physode.paths`)."""
+    return cache_root() / "allocator"
 
 
 def _compiler() -> str | None:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from physode.data.atomic import atomic_path
 from physode.errors import InvalidSystem
+from physode.paths import cache_root
 
 CODEGEN_VERSION = 6  # equals codegen.VERSION; kept here so a cache hit needs no sympy
 
@@ -35,13 +36,7 @@ Observable = tuple[str, str, str]  # (id, formula, noise formula)
 
 def cache_dir() -> Path:
     """The folder holding generated model modules (created on demand)."""
-    root = os.environ.get("PHYSODE_CACHE_DIR")
-    if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "physode"
-    return base / "petab"
+    return cache_root() / "petab"
 
 
 def cache_key(sbml: bytes, observables: Sequence[Observable]) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import shutil
 
@@ -96,3 +97,33 @@ def test_loop_options_make_while_loop_cacheable_by_the_name_torch_checks() -> No
     with torch._inductor.config.patch(
             unsafe_marked_cacheable_functions=options["unsafe_marked_cacheable_functions"]):
         assert while_loop_op.cacheable()
+
+
+_CACHED_SOLVE = """
+import json, torch, physode
+from torch._dynamo.utils import counters
+y = physode.odeint(lambda t, y: -0.7 * y, torch.ones(3, dtype=torch.float64),
+                   torch.linspace(0, 2, 5, dtype=torch.float64), compile=True)
+print(json.dumps({"y": y[-1].tolist(), "hits": counters["inductor"]["fxgraph_cache_hit"]}))
+"""
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_a_second_process_takes_the_compiled_loop_from_the_cache(tmp_path) -> None:
+    """The loop graphs reach inductor's on-disk cache (torch leaves ``while_loop`` out
+    unless told) and a process that loads them computes what the first one compiled."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+               PHYSODE_CACHE_DIR=str(tmp_path / "physode"))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _CACHED_SOLVE], env=env,
+                                      check=True, capture_output=True, text=True,
+                                      timeout=600).stdout.strip().splitlines()[-1])
+            for _ in range(2)]
+    assert runs[0]["hits"] == 0 and runs[1]["hits"] >= 1
+    assert runs[1]["y"] == runs[0]["y"]
+    assert abs(runs[0]["y"][0] - math.exp(-1.4)) < 1e-5

@@ -94,6 +94,7 @@ def save_observations(obs: Observations, path: str | os.PathLike[str],
         eg.attrs["names"] = _names_attr(e.name for e in obs.experiments)
         for exp in obs.experiments:
             _write_experiment(_group(eg, exp.name), exp, obs, dims)
+        _inline_strings(f)
 
 
 def _new_file(path: str | os.PathLike[str]) -> Any:
@@ -107,6 +108,32 @@ def _new_file(path: str | os.PathLike[str]) -> Any:
     fcpl.set_obj_track_times(False)
     fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
     return h5py.File(fid)
+
+
+def _inline_strings(f: Any) -> None:
+    """Rewrite every variable-length string attribute as a fixed-length UTF-8 one.
+
+    Variable-length strings live in HDF5's global heap, which carries no checksum: a
+    flipped bit there made HDF5 1.14 loop for minutes in ``H5HG`` while reading the root
+    attribute ``schema`` (found by the bit-flip test of tests/data/test_file_safety.py).
+    Fixed-length strings are stored in the attribute message, inside the object header,
+    which the 1.10 file format checksums, so such a flip is a clear error instead. Readers
+    get ``bytes`` back and decode them as UTF-8, as they do for files of other writers."""
+    import h5py
+
+    def text(values: Any) -> np.ndarray:
+        arr = np.asarray(values, dtype=object)
+        data = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.ravel()]
+        width = max([1] + [len(b) for b in data])
+        return np.array(data, dtype=h5py.string_dtype("utf-8", width)).reshape(arr.shape)
+
+    objects = [f]
+    f.visit(lambda name: objects.append(f[name]))
+    for obj in objects:
+        for key in list(obj.attrs):
+            info = h5py.check_string_dtype(obj.attrs.get_id(key).dtype)
+            if info is not None and info.length is None:
+                obj.attrs[key] = text(obj.attrs[key])
 
 
 def _group(parent: Any, name: str) -> Any:

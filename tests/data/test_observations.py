@@ -80,18 +80,21 @@ def test_file_is_self_describing_with_plain_h5py(tmp_path: Path) -> None:
     path = tmp_path / "k.h5"
     physode.save_observations(_kinetics_obs(), path)
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema"] == "physode.observations"
+        # strings are fixed-length UTF-8 (checksummed in the object header): bytes in h5py
+        assert f.attrs["schema"] == b"physode.observations"
+        info = h5py.check_string_dtype(f.attrs.get_id("schema").dtype)
+        assert (info.encoding, info.length) == ("utf-8", len("physode.observations"))
         assert f.attrs["schema_version"] == SCHEMA_VERSION
-        assert f.attrs["system"] == "michaelis-menten"
-        assert list(f["experiments"].attrs["names"]) == ["exp0"]
+        assert f.attrs["system"] == b"michaelis-menten"
+        assert list(f["experiments"].attrs["names"]) == [b"exp0"]
         ds = f["experiments/exp0/values/concentration"]
         assert ds.shape == (6, 2) and ds.dtype == np.float64
-        assert list(ds.attrs["dims"]) == ["time", "species"]
+        assert list(ds.attrs["dims"]) == [b"time", b"species"]
         assert list(ds.attrs["index_species"]) == [0, 3]
         assert f["experiments/exp0/sigma/concentration"].shape == (6, 2)
         assert f["experiments/exp0/time"].attrs["t0"] == 0.0
         assert f["experiments/exp0/y0/concentration"].shape == (4,)
-        assert set(f["parameters"].attrs["names"]) == {"kf", "kr", "kcat"}
+        assert set(f["parameters"].attrs["names"]) == {b"kf", b"kr", b"kcat"}
 
 
 def test_partial_observation_masks_and_float32_survive(tmp_path: Path) -> None:
@@ -341,7 +344,7 @@ def _apply(f: h5py.File, kind: str, draw) -> None:
         data[pos] = -draw(st.floats(1e-300, 1e300))
         _replace(f, name, data.reshape(f[name].shape))
     elif kind == "system":
-        current = f.attrs["system"]
+        current = _text(f.attrs["system"])
         f.attrs["system"] = draw(st.sampled_from([s for s in OTHER_SYSTEMS if s != current]))
     elif kind in ("external_link", "soft_link_out", "external_storage", "virtual"):
         _point_outside(f, kind, draw(st.sampled_from(datasets)))
@@ -355,7 +358,7 @@ def _apply(f: h5py.File, kind: str, draw) -> None:
                          chunks=(1,) * (len(shape) - 1) + (256,))
         f[name].attrs.update(attrs)
     elif kind == "linked_experiment":
-        names = list(f["experiments"].attrs["names"])
+        names = [_text(n) for n in f["experiments"].attrs["names"]]
         if len(names) == 1:  # one experiment: list a second name that links to it
             f["experiments"].attrs["names"] = np.asarray([*names, "copy"], dtype=object)
             a, b = names[0], "copy"
@@ -364,6 +367,12 @@ def _apply(f: h5py.File, kind: str, draw) -> None:
             del f[f"experiments/{b}"]
         f[f"experiments/{b}"] = (f[f"experiments/{a}"] if draw(st.booleans())
                                  else h5py.SoftLink(f"/experiments/{a}"))
+
+
+def _text(value: str | bytes) -> str:
+    """A string attribute as text: physode writes fixed-length UTF-8, which h5py reads as
+    bytes; files of other writers may hold str."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _point_outside(f: h5py.File, kind: str, name: str) -> None:

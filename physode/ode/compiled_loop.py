@@ -257,6 +257,8 @@ class CompiledLoop:
         trials = torch.zeros((), dtype=torch.int64, device=y0.device)
         y, f = y0, f0
         tau = torch.tensor(times, **scalar)
+        d = settings.direction  # the output times as keys sorted along the solve, once
+        along = times if d > 0 else [-x for x in times]
         outputs = [y0.unsqueeze(0)]
         chunks: list[Chunk] = []
         accepted, k = 0, 1
@@ -271,7 +273,7 @@ class CompiledLoop:
             n, code = int(acc), int(status)  # the one host sync per chunk
             accepted += n
             if n:
-                chunk, ys = self._fill(ck, n, k, times, tau, t, y, settings.direction)
+                chunk, ys = self._fill(ck, n, k, along, tau, t, y, d)
                 chunks.append(chunk)
                 outputs.append(ys)
                 k += len(chunk.local)
@@ -288,13 +290,12 @@ class CompiledLoop:
                 raise StepSizeUnderflow(tf, h_try, hint=hint(tf, y, h_try))
             raise MaxStepsExceeded(tf, settings.max_steps, hint=hint(tf, y, hf))
 
-    def _fill(self, ck: list[Tensor], n: int, k: int, times: list[float], tau: Tensor,
+    def _fill(self, ck: list[Tensor], n: int, k: int, along: list[float], tau: Tensor,
               t_end: Tensor, y_end: Tensor, direction: float) -> tuple[Chunk, Tensor]:
         """The outputs inside this chunk's steps, from output ``k`` on (see the module
         docstring), and the chunk's record for the reverse sweep."""
         T, H, Y, F, K = (x[:n] for x in ck)
-        # the outputs up to the chunk's end: times sorted along the direction of the solve
-        along = times if direction > 0 else [-x for x in times]
+        # the outputs up to the chunk's end (``along``: direction * output times, sorted)
         stop = bisect.bisect_right(along, direction * float(t_end), lo=k)
         q = tau[k:stop]
         keys, queries = (-T, -q) if direction < 0 else (T, q)

@@ -10,6 +10,11 @@
   graph module with its submodules, so the loop's condition and body graphs (their code
   and constants) are part of the key; the torch version is too. This is the opt-in torch
   provides (``unsafe_marked_cacheable_functions``) for operators it has not audited.
+- ``force_pointwise_cat``: on CPU inductor lowers every ``cat``/``stack`` to a buffer
+  whose inputs are written into slices, and in the C++ wrapper every slice is a tensor
+  object made and freed on each iteration (the six reaction rates of the cascade: six).
+  As a pointwise kernel the concatenation fuses with its producers instead: the compiled
+  cascade solve 23.9 -> 19.5 ms, the three-body gradient unchanged or slightly faster.
 - The small-block CPU cache (:mod:`physode.ode.allocator`) is put in place, because the
   loop body allocates its buffers again on every iteration.
 """
@@ -28,7 +33,7 @@ WHILE_LOOP = "torch.ops.higher_order.while_loop"
 def loop_options() -> dict[str, Any]:
     """The ``torch.compile`` options of a solver loop (and the allocator, enabled)."""
     allocator.enable()
-    return {"cpp_wrapper": True,
+    return {"cpp_wrapper": True, "force_pointwise_cat": True,
             "unsafe_marked_cacheable_functions": {WHILE_LOOP: torch.__version__}}
 
 

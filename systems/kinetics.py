@@ -18,7 +18,7 @@ from torch import Tensor
 from physode.errors import InvalidSystem
 from physode.model.parameter import Parameter, as_float64_tensor
 from physode.model.system import StateVar, System
-from physode.ode.sensitivity_batch import SensitivityField, SensitivityModel
+from physode.ode.sensitivity_batch import SensitivityField, SensitivityModel, small_matmul
 from systems import register
 from systems.mass_action import MassActionForms
 from systems.reactions import Reaction, left_null_space, parse_reaction
@@ -276,7 +276,7 @@ class ReactionNetwork(System):
     def vector_field(self, t: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         c = state["concentration"]
         rates = self.reaction_rates(c)
-        return {"concentration": rates @ self.stoichiometry.to(c.dtype).T}
+        return {"concentration": small_matmul(rates, self.stoichiometry.to(c.dtype).T)}
 
     def rate_jacobian(self, c: Tensor) -> Tensor:
         """``dr_j/dc_s`` in closed form, ``(*batch, n_reactions, n_species)``: for
@@ -294,11 +294,11 @@ class ReactionNetwork(System):
             dim=-1,
         )  # product of all factors but the m-th
         onehot = self._react_onehot.to(c.dtype)
-        return k[:, None] * torch.einsum("...jm,jms->...js", others, onehot)
+        return k[:, None] * (others[..., None] * onehot).sum(-2)
 
     def _mass_action_jacobian(self, t: Tensor, y: Tensor) -> Tensor:
         """``df/dy = N dr/dc`` (Érdi & Tóth 1989, ch. 3), ``(*batch, n, n)``."""
-        return self.stoichiometry.to(y.dtype) @ self.rate_jacobian(y)
+        return small_matmul(self.stoichiometry.to(y.dtype), self.rate_jacobian(y))
 
     @property
     def _pure_mass_action(self) -> bool:

@@ -94,6 +94,8 @@ def small_matmul(a: Tensor, b: Tensor) -> Tensor:
     matrix products it otherwise calls out to spend most of their time in ATen's generic
     small-matrix path (measured: 42 % of a compiled cascade sensitivity solve)."""
     if torch.compiler.is_compiling() and a.shape[-1] <= SMALL:
+        if a.ndim == 1:  # vector @ matrix, as ``@`` treats it
+            return (a.unsqueeze(-1) * b).sum(-2)
         return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
     return a @ b
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from physode.ode.methods.rosenbrock import RODAS4_TABLEAU, RODAS5P_TABLEAU, RosenbrockTableau
+from physode.ode.methods.small_inverse import inverse
 
 Fn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -157,10 +158,11 @@ Evaluate = Callable[..., tuple[Tensor, ...]]
 
 def _factor(W: Tensor) -> Callable[[Tensor], Tensor]:
     """Solves with ``W (B, n, n)``: LAPACK's LU when eager; inside a compiled loop the
-    inverse, whose products inductor fuses (see
+    inverse (:func:`physode.ode.methods.small_inverse.inverse`), whose products inductor
+    fuses (see
     :class:`physode.ode.methods.jacobian.InverseSolver`)."""
     if torch.compiler.is_compiling():
-        inv = torch.linalg.inv_ex(W)[0]
+        inv = inverse(W)
         return lambda r: small_matmul(inv, r)
     LU, piv, _ = torch.linalg.lu_factor_ex(W)
     return lambda r: torch.linalg.lu_solve(LU, piv, r)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.autograd.forward_ad as fwAD
 
+from physode.ode.methods.small_inverse import inverse
 from physode.ode.methods.step import Time, VectorField, declaration, time_tensor
 
 
@@ -50,7 +51,7 @@ class Linearization:
         n = self.J.shape[-1]
         eye = torch.eye(n, dtype=self.J.dtype, device=self.J.device)
         if torch.compiler.is_compiling():
-            return InverseSolver(torch.linalg.inv_ex(scale * eye - self.J)[0], self.shape)
+            return InverseSolver(inverse(scale * eye - self.J), self.shape)
         LU, piv, _ = torch.linalg.lu_factor_ex(scale * eye - self.J)
         return LinearSolver(LU, piv, self.shape)
 
@@ -74,8 +75,10 @@ class InverseSolver:
     """Stage solves as products with the inverse ``(scale I - J)^-1``: inside the compiled
     loops, where LAPACK calls are external kernels (~25 µs per ``lu_solve`` on a 7 x 7
     system, measured on this machine kind, against ~0.5 µs for a fused matrix-vector
-    product), one ``inv`` per step and products that inductor fuses beat one ``lu_solve``
-    per stage; the reverse sweep differentiates them with matrix products only. The
+    product), one inverse per step and products that inductor fuses beat one ``lu_solve``
+    per stage; the reverse sweep differentiates them with matrix products only. Up to
+    12 x 12 the inverse itself is fused Gauss–Jordan elimination
+    (:mod:`physode.ode.methods.small_inverse`), beyond that ``linalg.inv_ex``. The
     same solution as the LU solve to round-off times the condition number of the matrix
     (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., 2002, sec. 14.1)."""
 

@@ -10,12 +10,12 @@ and controller as the eager loop, so both take the same steps and agree to round
 stage solves use the inverse of ``I / (h gamma) - J`` here, the LU factors there).
 
 A sample whose step lands on one of its stops (an output time or a breakpoint) writes its
-state and sensitivities into the next free row of its ``(RECORDS, ...)`` record buffer;
-Python copies the records to the outputs between calls. A call returns when some sample
-has filled its records, when every sample is done or failed, or when the next stop of some
-sample coincides with its time (a breakpoint on an output time), which Python records
-before the loop resumes. So a solve with ``T`` outputs makes about ``T / RECORDS`` calls,
-and its memory is that of the outputs plus the records.
+state and sensitivities straight into its rows of the outputs, in place: ``while_loop``
+allows in-place writes to tensors it does not carry when no gradient is recorded, and a
+carried record buffer would be copied on every step. A call returns when every sample is
+done or failed, or when the next stop of some sample coincides with its time (a
+breakpoint on an output time), which Python records before the loop resumes. So a solve
+makes one call, plus one per such breakpoint, and its memory is that of the outputs.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ from physode.ode.sensitivity_step import (
     next_step_size,
 )
 
-RECORDS = 16
-"""Stops a sample records per compiled call."""
-
 RUNNING, DONE, FAILED = 0, 1, 2
 
 run_while: Callable[..., tuple[Tensor, ...]] = _while_loop  # torch leaves it untyped
@@ -55,31 +52,29 @@ def _evaluate(field: SensitivityField, which: int, *args: Tensor) -> tuple[Tenso
     return (_start_eval, _stage_eval, _hu_eval)[which](field, *args)
 
 
-def _chunk(field: SensitivityField, method: str, stops: Tensor, ctl: Tensor, p: Tensor,
-           dp: Tensor, t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
-           rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
-           rec_x: Tensor, rec_s: Tensor) -> tuple[Tensor, ...]:
-    """Steps of every running sample until a call ends (module docstring). ``ctl``:
-    ``[rtol, atol, max_steps, error_control]``."""
+def _chunk(field: SensitivityField, method: str, stops: Tensor, out_index: Tensor,
+           ctl: Tensor, p: Tensor, dp: Tensor, t: Tensor, h: Tensor, x: Tensor, s: Tensor,
+           k: Tensor, steps: Tensor, rejected: Tensor, last_reject: Tensor, status: Tensor,
+           xs: Tensor, ss: Tensor) -> tuple[Tensor, ...]:
+    """Steps of every running sample until a call ends (module docstring), writing the
+    outputs into ``xs`` and ``ss`` in place. ``ctl``: ``[rtol, atol, max_steps,
+    error_control]``."""
     B, K = stops.shape
     tab = TABLEAUS[method]
     rows = torch.arange(B)
-    slots = torch.arange(RECORDS)
     evaluate = partial(_evaluate, field)
 
     def next_stop(k_: Tensor) -> Tensor:
         return stops[rows, k_.clamp(max=K - 1)]
 
     def cond(t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
-             rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
-             rec_x: Tensor, rec_s: Tensor) -> Tensor:
+             rejected: Tensor, last_reject: Tensor, status: Tensor) -> Tensor:
         running = status == RUNNING
         at = running & (next_stop(k) - t <= 1e-13 * t.abs().clamp(min=1.0))
-        return running.any() & (count < RECORDS).all() & ~at.any()
+        return running.any() & ~at.any()
 
     def body(t: Tensor, h: Tensor, x: Tensor, s: Tensor, k: Tensor, steps: Tensor,
-             rejected: Tensor, last_reject: Tensor, status: Tensor, count: Tensor,
-             rec_x: Tensor, rec_s: Tensor) -> tuple[Tensor, ...]:
+             rejected: Tensor, last_reject: Tensor, status: Tensor) -> tuple[Tensor, ...]:
         rtol, atol, max_steps, error_control = ctl.unbind()
         running = status == RUNNING
         stop = next_stop(k)
@@ -99,20 +94,21 @@ def _chunk(field: SensitivityField, method: str, stops: Tensor, ctl: Tensor, p: 
         h = torch.where(running, h_new, h_free)
         last_reject = torch.where(running, ~accept, last_reject)
         landed = accept & hit
-        slot = (slots[None, :] == count[:, None]) & landed[:, None]
-        rec_x = torch.where(slot[:, :, None], x[:, None], rec_x)
-        rec_s = torch.where(slot[:, :, None, None], s[:, None], rec_s)
-        count = count + landed.long()
+        o = out_index[rows, k.clamp(max=K - 1)]
+        write = landed & (o >= 0)  # an output, not a breakpoint: into its row, in place
+        at = (rows, o.clamp(min=0))
+        xs.index_put_(at, torch.where(write[:, None], x, xs[at]))
+        ss.index_put_(at, torch.where(write[:, None, None], s, ss[at]))
         k = k + landed.long()
         done = landed & ((k >= K) | ~torch.isfinite(next_stop(k)))
         dead = running & ~done & ((h < 1e-14 * t.abs().clamp(min=1.0))
                                   | (steps >= max_steps))
         status = torch.where(done, torch.full_like(status, DONE),
                              torch.where(dead, torch.full_like(status, FAILED), status))
-        return t, h, x, s, k, steps, rejected, last_reject, status, count, rec_x, rec_s
+        return t, h, x, s, k, steps, rejected, last_reject, status
 
     return tuple(run_while(cond, body, (t, h, x, s, k, steps, rejected, last_reject,
-                                        status, count, rec_x, rec_s)))
+                                        status)))
 
 
 _COMPILED: dict[str, Any] = {}
@@ -150,7 +146,8 @@ def solve_compiled(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor, d
                        dtype=x0.dtype)
     rows = torch.arange(B)
     chunk = _compiled_chunk()
-    torch._dynamo.mark_dynamic(stops, 1)  # one graph for every number of stops
+    for v in (stops, out_index, xs, ss):  # one graph for every number of stops and outputs
+        torch._dynamo.mark_dynamic(v, 1)
     while True:
         # stops at the current time (outputs at t0, a breakpoint on an output): record them
         while True:
@@ -168,21 +165,11 @@ def solve_compiled(field: SensitivityField, x0: Tensor, s0: Tensor, p: Tensor, d
             status = torch.where(finished, torch.full_like(status, DONE), status)
         if not bool((status == RUNNING).any()):
             break
-        k_start = k
-        count = torch.zeros(B, dtype=torch.long)
-        rec_x = x0.new_zeros((B, RECORDS, n))
-        rec_s = x0.new_zeros((B, RECORDS, n, q))
-        (t, h, x, s, k, steps, rejected, last_reject, status, count, rec_x,
-         rec_s) = chunk(field, method, stops, ctl, p, dp, t, h, x, s, k, steps, rejected,
-                        last_reject, status, count, rec_x, rec_s)
-        where = (k_start[:, None] + torch.arange(RECORDS)[None, :]).clamp(max=K - 1)
-        o = out_index.gather(1, where)
-        rec = (torch.arange(RECORDS)[None, :] < count[:, None]) & (o >= 0)
-        if bool(rec.any()):
-            b_idx = rows[:, None].expand(B, RECORDS)[rec]
-            xs[b_idx, o[rec]] = rec_x[rec]
-            ss[b_idx, o[rec]] = rec_s[rec]
+        with torch.no_grad():  # the loop writes into xs and ss in place (module docstring)
+            (t, h, x, s, k, steps, rejected, last_reject,
+             status) = chunk(field, method, stops, out_index, ctl, p, dp, t, h, x, s, k,
+                             steps, rejected, last_reject, status, xs, ss)
     return SensitivityResult(xs, ss, status == DONE, steps, rejected)
 
 
-__all__ = ["RECORDS", "solve_compiled"]
+__all__ = ["solve_compiled"]

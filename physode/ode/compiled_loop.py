@@ -204,8 +204,18 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
         return (i - 1, gy + y_cot.index_select(0, row)[0], gf,
                 *(a + b for a, b in zip(g, gp)))
 
-    out: tuple[Tensor, ...] = run_while(cond, body, (last, a_y, a_f, *g0))
-    return out
+    i, a_y, a_f, *g = run_while(cond, body, (last, a_y, a_f, *g0))
+    # the chunk's first derivative f = func(t, y) at row 0 pulled back to (y, params): for
+    # the first chunk, where row 0 is (t0, y0) and f0 came from outside the loops, this
+    # closes the sweep (one vjp here instead of an eager one after it)
+    t0, y0 = ck_t[0], ck_y[0]
+
+    def first(y_: Tensor, *ps: Tensor) -> Tensor:
+        out: Tensor = field_of(func, names, ps)(t0, y_)
+        return out
+
+    gy0, *gp0 = torch.func.vjp(first, y0, *params)[1](a_f)
+    return (i, a_y, a_f, *g, a_y + gy0, *(a + b for a, b in zip(g, gp0)))
 
 
 def chunk_rows(y0: Tensor, n_ext: int) -> int:
@@ -337,13 +347,16 @@ class CompiledLoop:
         return W * hs[:, None] if self.interpolant.by_h else W
 
     def backward(self, func: VectorField, names: Names, params: Params, fw: Forward,
-                 grad_ys: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """ACA's reverse sweep: the cotangents of ``(y0, f0, params)`` from those of the
-        outputs (``grad_ys[0]``, the cotangent of ``y(t0)`` itself, is the caller's)."""
+                 grad_ys: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """ACA's reverse sweep: the cotangents of ``(y0, params)`` from those of the
+        outputs, the first derivative ``f0 = func(t0, y0)`` pulled back as well
+        (``grad_ys[0]``, the cotangent of ``y(t0)`` itself, is the caller's)."""
         shape = grad_ys.shape[1:]
         n_ext = self.interpolant.n_vectors
         a_y, a_f = grad_ys.new_zeros(shape), grad_ys.new_zeros(shape)
         g_total = [torch.zeros_like(p) for p in params]
+        n_p = len(params)
+        closed: tuple[Tensor, list[Tensor]] = (a_y, g_total)
         for c in reversed(fw.chunks):
             g = grad_ys[c.first: c.first + len(c.local)]
             mask = c.at_end.reshape(-1, *([1] * len(shape)))
@@ -356,10 +369,12 @@ class CompiledLoop:
             k_cot = grad_ys.new_zeros((size, n_ext, *shape)).index_add(
                 0, c.local, torch.einsum("os,o...->os...", W, dense_g))
             last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
-            _, a_y, a_f, *gp = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
-                                             c.h, c.y, c.f, end_cot, y_cot, k_cot, *params)
-            g_total = [a + b for a, b in zip(g_total, gp)]
-        return a_y, a_f, g_total
+            _, a_y, a_f, *rest = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
+                                               c.h, c.y, c.f, end_cot, y_cot, k_cot, *params)
+            # with the sweep closed through this chunk's row 0: right for the first chunk
+            closed = (rest[n_p], [a + b for a, b in zip(g_total, rest[n_p + 1:])])
+            g_total = [a + b for a, b in zip(g_total, rest[:n_p])]
+        return closed
 
 
 _LOOPS: dict[str, CompiledLoop] = {}

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physode.ode.compiled_loop import Forward, Names, field_of, loop_for, run
+from physode.ode.compiled_loop import Forward, Names, loop_for, run
 from physode.ode.gradients.aca import (
     module_param_names,
     refuse_double_backward,
     time_gradients,
 )
 from physode.ode.loop import Config, Stats
-from physode.ode.methods.step import VectorField, time_tensor
+from physode.ode.methods.step import VectorField
 
 
 def module_names(func: VectorField, params: tuple[Tensor, ...]) -> Names | None:
@@ -73,13 +73,8 @@ class _CompiledACA(torch.autograd.Function):
         ps: tuple[Tensor, ...] = ctx.params
         fw: Forward = ctx.fw
         loop = loop_for(ctx.cfg.method)
-        a_y, a_f, g = loop.backward(func, names, ps, fw, grad_ys)
-        t0 = time_tensor(ctx.times[0], y0)
-
-        def first(y_: Tensor, *ps_: Tensor) -> Tensor:
-            return field_of(func, names, ps_)(t0, y_)
-
-        a_y, g = close_first_step(first, y0, ps, a_y + grad_ys[0], a_f, g)
+        a_y, g = loop.backward(func, names, ps, fw, grad_ys)
+        a_y = a_y + grad_ys[0]
         grad_t = None
         if ctx.needs_input_grad[6]:
             grad_t = time_gradients(func, ctx.times, ys, grad_ys, a_y, ctx.f0).to(ctx.t_dtype)

@@ -334,7 +334,9 @@ class CompiledLoop:
         hs = H[local]
         thetas = (q - T[local]) / hs
         W = self._weights(thetas, hs)  # (outputs, stages)
-        dense = Y[local] + torch.einsum("os,os...->o...", W, K[local])
+        Ko = K.index_select(0, local).reshape(len(local), K.shape[1], -1)
+        dense = torch.baddbmm(Y.index_select(0, local).reshape(len(local), 1, -1),
+                              W.unsqueeze(1), Ko).reshape(len(local), *Y.shape[1:])
         y_next = torch.cat([Y[1:], y_end.unsqueeze(0)])
         mask = at_end.reshape(-1, *([1] * (Y.ndim - 1)))
         ys = torch.where(mask, y_next[local], dense)
@@ -366,8 +368,9 @@ class CompiledLoop:
             end_cot = zeros.index_add(0, c.local, end_g)
             y_cot = zeros.index_add(0, c.local, dense_g)
             W = self._weights(c.thetas, c.hs)
-            k_cot = grad_ys.new_zeros((size, n_ext, *shape)).index_add(
-                0, c.local, torch.einsum("os,o...->os...", W, dense_g))
+            W = W.reshape(*W.shape, *([1] * len(shape)))
+            k_cot = grad_ys.new_zeros((size, n_ext, *shape)).index_add_(
+                0, c.local, W * dense_g.unsqueeze(1))
             last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
             _, a_y, a_f, *rest = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
                                                c.h, c.y, c.f, end_cot, y_cot, k_cot, *params)

@@ -221,7 +221,7 @@ class BatchLoop:
 
     def __init__(self, method: Method) -> None:
         self.method = method
-        loops = loop_options()
+        loops = loop_options(pointwise_cat=False)
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,

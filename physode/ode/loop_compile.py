@@ -10,11 +10,14 @@
   graph module with its submodules, so the loop's condition and body graphs (their code
   and constants) are part of the key; the torch version is too. This is the opt-in torch
   provides (``unsafe_marked_cacheable_functions``) for operators it has not audited.
-- ``force_pointwise_cat``: on CPU inductor lowers every ``cat``/``stack`` to a buffer
-  whose inputs are written into slices, and in the C++ wrapper every slice is a tensor
-  object made and freed on each iteration (the six reaction rates of the cascade: six).
-  As a pointwise kernel the concatenation fuses with its producers instead: the compiled
-  cascade solve 23.9 -> 19.5 ms, the three-body gradient unchanged or slightly faster.
+- ``force_pointwise_cat`` for loops over one system: on CPU inductor lowers every
+  ``cat``/``stack`` to a buffer whose inputs are written into slices, and in the C++
+  wrapper every slice is a tensor object made and freed on each iteration (the six
+  reaction rates of the cascade: six). As a pointwise kernel the concatenation fuses with
+  its producers instead: the compiled cascade solve 23.9 -> 19.5 ms, the three-body
+  gradient unchanged or slightly faster. Not for the per-sample loops over batches: there
+  the pointwise form recomputes what it inlines for every row (64 three-body systems:
+  76 -> 93 ms per gradient).
 - The small-block CPU cache (:mod:`physode.ode.allocator`) is put in place, because the
   loop body allocates its buffers again on every iteration.
 """
@@ -30,10 +33,11 @@ from physode.ode import allocator
 WHILE_LOOP = "torch.ops.higher_order.while_loop"
 
 
-def loop_options() -> dict[str, Any]:
-    """The ``torch.compile`` options of a solver loop (and the allocator, enabled)."""
+def loop_options(pointwise_cat: bool = True) -> dict[str, Any]:
+    """The ``torch.compile`` options of a solver loop (and the allocator, enabled);
+    ``pointwise_cat``: concatenations as pointwise kernels (loops over one system)."""
     allocator.enable()
-    return {"cpp_wrapper": True, "force_pointwise_cat": True,
+    return {"cpp_wrapper": True, "force_pointwise_cat": pointwise_cat,
             "unsafe_marked_cacheable_functions": {WHILE_LOOP: torch.__version__}}
 
 

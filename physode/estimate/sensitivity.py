@@ -63,6 +63,10 @@ class SensitivityField(nn.Module):
         n_directions: P.
     """
 
+    function_transforms = True
+    """Under ``torch.compile`` the field runs ``vmap(jvp)``: compiled loops must not write
+    their checkpoints in place next to it (:func:`physode.ode.compiled_loop._forward_chunk`)."""
+
     def __init__(self, system: nn.Module, tangents: dict[str, Tensor], n_directions: int,
                  trace: bool = True):
         super().__init__()

@@ -49,7 +49,7 @@ from physode.ode.loop import Config, Stats
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
-from physode.ode.methods.step import VectorField, time_tensor
+from physode.ode.methods.step import VectorField, declaration, time_tensor
 from physode.ode.stiffness import stiffness_hint
 from physode.ode.substitute import substituted
 
@@ -110,18 +110,23 @@ def _stages(method: Method, field: VectorField, t: Tensor, h: Tensor, y: Tensor,
     return torch.stack(method.extended_stages(field, t, h, y, ks, f1))
 
 
-def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: Tensor,
-                   f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
+def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor, h: Tensor,
+                   y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
                    trials: Tensor, ctl: Tensor, rtol: Tensor, atol: Tensor, ck_t: Tensor,
                    ck_h: Tensor, ck_y: Tensor, ck_f: Tensor, ck_k: Tensor) -> tuple[Tensor, ...]:
     """Trials until the buffers' rows are filled with accepted steps, the end is reached,
     or the loop must stop (step-size underflow, ``max_steps``). Rows ``< acc`` of the
     buffers are then checkpoints (t, h, y, f) and the accepted steps' stages.
 
-    The buffers are written in place, not carried: a carried tensor is a fresh buffer on
-    every trial, which copied the whole chunk per trial (1024 rows: 6.6 against 0.7 µs
-    per trial, measured). ``while_loop`` allows in-place writes to tensors it does not
-    carry when no gradient is recorded; the forward loop never records one."""
+    ``in_place``: the buffers are written in place, not carried. A carried tensor is a
+    fresh buffer on every trial, which copies the whole chunk per trial (1024 rows: 6.6
+    against 0.7 µs per trial, measured). ``while_loop`` allows in-place writes to tensors
+    it does not carry when no gradient is recorded; the forward loop never records one.
+    Inductor cannot functionalise such writes next to ``torch.func`` transforms inside the
+    field (the LM sensitivity field's ``vmap(jvp)``: an internal assert, after which the
+    process's forward-AD level is left entered), so a field that declares
+    ``function_transforms = True`` carries the buffers, in chunks of ``CHUNK`` rows.
+    Returns the carry, and the buffers when they are carried."""
     eps = torch.finfo(y.dtype).eps
     chunk = ck_t.shape[0]
     zero = torch.zeros((), dtype=torch.int64, device=y.device)
@@ -130,8 +135,8 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
         return carry[9] == RUNNING
 
     def body(t: Tensor, h: Tensor, y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor,
-             nonfinite: Tensor, trials: Tensor, acc: Tensor,
-             status: Tensor) -> tuple[Tensor, ...]:
+             nonfinite: Tensor, trials: Tensor, acc: Tensor, status: Tensor,
+             *carried: Tensor) -> tuple[Tensor, ...]:
         t_end, d, safety, ifactor, dfactor, beta, max_step, expo, max_trials = ctl.unbind()
         near = d * (t + 1.01 * h - t_end) >= 0  # land exactly on the end
         h_try = torch.where(near, t_end - t, h)
@@ -150,12 +155,14 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
                             h_try * dfactor)
         h_next = d * torch.minimum(torch.where(ok, h_acc, h_rej).abs(), max_step)
         f1 = _end_derivative(method, func, t_new, step.y1, step.ks)
-        slot = acc.reshape(1)
-        ck_t.index_put_((slot,), t.reshape(1))
-        ck_h.index_put_((slot,), h_try.reshape(1))
-        ck_y.index_put_((slot,), y.unsqueeze(0))
-        ck_f.index_put_((slot,), f.unsqueeze(0))
-        ck_k.index_put_((slot,), _stages(method, func, t, h_try, y, step.ks, f1).unsqueeze(0))
+        slot = (acc.reshape(1),)
+        rows = (t.reshape(1), h_try.reshape(1), y.unsqueeze(0), f.unsqueeze(0),
+                _stages(method, func, t, h_try, y, step.ks, f1).unsqueeze(0))
+        if in_place:
+            for buf, row in zip((ck_t, ck_h, ck_y, ck_f, ck_k), rows):
+                buf.index_put_(slot, row)
+        else:
+            carried = tuple(buf.index_put(slot, row) for buf, row in zip(carried, rows))
         trials = trials + (~tiny).long()
         acc = acc + ok.long()
         status = torch.where(tiny, UNDERFLOW, RUNNING)
@@ -166,10 +173,11 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
         return (torch.where(ok, t_new, t), torch.where(tiny, h, h_next),
                 torch.where(ok, step.y1, y), torch.where(ok, f1, f),
                 torch.where(ok, torch.clamp(ratio, min=1e-4), prev), ~ok & ~tiny,
-                torch.where(tiny, nonfinite, ~finite), trials, acc, status)
+                torch.where(tiny, nonfinite, ~finite), trials, acc, status, *carried)
 
+    bufs = () if in_place else (ck_t, ck_h, ck_y, ck_f, ck_k)
     out: tuple[Tensor, ...] = run_while(
-        cond, body, (t, h, y, f, prev, rejected, nonfinite, trials, zero, zero.clone()))
+        cond, body, (t, h, y, f, prev, rejected, nonfinite, trials, zero, zero.clone(), *bufs))
     return out
 
 
@@ -290,15 +298,19 @@ class CompiledLoop:
         chunks: list[Chunk] = []
         accepted, k = 0, 1
         n_ext = self.interpolant.n_vectors
-        rows = chunk_rows(y0, n_ext)
+        # a field that applies torch.func transforms says so; its loop carries the buffers
+        in_place = not declaration(func, "function_transforms")
+        rows = chunk_rows(y0, n_ext) if in_place else CHUNK
         while True:
             ck = [torch.zeros(rows, **scalar), torch.zeros(rows, **scalar),
                   y0.new_zeros((rows, *y0.shape)), y0.new_zeros((rows, *y0.shape)),
                   y0.new_zeros((rows, n_ext, *y0.shape))]
-            with torch.no_grad():  # the loop writes into ``ck`` in place (see _forward_chunk)
-                (t, h, y, f, prev, rejected, nonfinite, trials, acc,
-                 status) = self._forward(self.method, func, t, h, y, f, prev, rejected,
-                                         nonfinite, trials, ctl, rtol, atol, *ck)
+            with torch.no_grad():  # in place, the loop writes into ``ck`` (_forward_chunk)
+                out = self._forward(self.method, func, in_place, t, h, y, f, prev, rejected,
+                                    nonfinite, trials, ctl, rtol, atol, *ck)
+            t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]
+            if not in_place:
+                ck = list(out[10:])
             n, code = int(acc), int(status)  # the one host sync per chunk
             accepted += n
             if n:

@@ -39,7 +39,8 @@ def time_tensor(t: Time, like: torch.Tensor) -> torch.Tensor:
 def declaration(func: object, name: str, *, bound_owner: bool = False) -> Any:
     """The user's optional declaration ``name`` on the vector field (``jacobian``,
     ``time_derivative``, ``autonomous``, ``state_size``, ``position_velocity_split``,
-    ``state_slice``), or None when ``func`` does not declare it. ``bound_owner``: also look
+    ``state_slice``, ``function_transforms``: the field applies ``torch.func``
+    transforms when called), or None when ``func`` does not declare it. ``bound_owner``: also look
     on the object a bound-method ``func`` belongs to. The one place physode reads what a
     user's ``func`` says about itself (methods declare their own capabilities as attributes
     of :class:`physode.ode.methods.base.Method`)."""

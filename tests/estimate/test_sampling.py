@@ -60,7 +60,10 @@ def check_against_quadrature(idata, obs):
 
 
 def test_nuts_matches_quadrature(decay_fit, tmp_path):
-    idata = physode.sample(decay_fit, method="nuts", draws=150, chains=4, warmup=50, seed=0)
+    # compile=False: "auto" compiles when the eager estimate is long, which on a loaded
+    # machine changes the chains' round-off and so the draws this test pins
+    idata = physode.sample(decay_fit, method="nuts", draws=150, chains=4, warmup=50, seed=0,
+                           compile=False)
     assert idata.posterior["k"].shape == (4, 150)
     assert idata.posterior.attrs["method"] == "nuts"
     assert "flat in k" in idata.posterior.attrs["priors"]

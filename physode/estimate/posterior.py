@@ -121,6 +121,7 @@ class Potential:
         self.log_prior = LogPrior(problem.system)
         self.n_grad = 0
         self.n_eval = 0
+        self._seen: dict[bytes, float] = {}  # U at the points value_and_grad evaluated
 
     def u_of(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self.center + self.L @ np.asarray(z, dtype=np.float64))
@@ -147,9 +148,22 @@ class Potential:
             return math.inf
         return self._neg_log_lik(chi2) - lp
 
+    def known_value(self, z: np.ndarray) -> float:
+        """U(z), from :meth:`value_and_grad`'s record when it evaluated exactly this point
+        (a NUTS draw is one of its trajectory's points), else by :meth:`value`."""
+        key = np.asarray(z, dtype=np.float64).tobytes()
+        return self._seen[key] if key in self._seen else self.value(z)
+
     def value_and_grad(self, z: np.ndarray) -> tuple[float, np.ndarray]:
         """U(z) and dU/dz (the data term's gradient by the fit's gradient mode, ACA by
         default)."""
+        U, g = self._value_and_grad(z)
+        if len(self._seen) >= 100_000:  # bounded: a long chain's draws are mostly recent
+            self._seen.clear()
+        self._seen[np.asarray(z, dtype=np.float64).tobytes()] = U
+        return U, g
+
+    def _value_and_grad(self, z: np.ndarray) -> tuple[float, np.ndarray]:
         u = self.u_of(z)
         self.n_grad += 1
         lp, glp = self._prior(u, True)

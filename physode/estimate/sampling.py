@@ -242,7 +242,7 @@ def _nuts(task: ChainTask, potential: Potential) -> tuple[np.ndarray, np.ndarray
     for idx in next(iter(divs.values()), []) if isinstance(divs, dict) else []:
         if 0 <= int(idx) < task.draws:
             diverging[int(idx)] = True
-    lp = np.array([-potential.value(zi) for zi in z]) if z.size else np.zeros(0)
+    lp = np.array([-potential.known_value(zi) for zi in z]) if z.size else np.zeros(0)
     return z[None], lp[None], diverging[None]
 
 

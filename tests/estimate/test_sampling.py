@@ -13,7 +13,8 @@ from decay_system import Decay
 import physode
 from physode import Parameter, StateVar, System
 from physode.errors import InvalidArgument
-from physode.estimate.posterior import LogPrior
+from physode.estimate.posterior import LogPrior, Potential
+from physode.estimate.problem import FitProblem
 from physode.model.priors import Normal
 
 #: A loose solver keeps the gradients cheap; its error (~1e-4 relative) is far below the
@@ -153,3 +154,21 @@ def test_the_whitening_jacobian_is_solved_compiled_when_that_is_already_decided(
     with pytest.raises(_Stop):
         physode.sample(decay_fit, method="nuts", draws=10, chains=1, compile=compile)
     assert seen == [expected]
+
+
+def test_a_draws_density_comes_from_the_gradient_evaluation(decay_fit, monkeypatch):
+    """NUTS draws are points its trajectories evaluated: their log density is looked up,
+    not solved again (100 draws cost 100 solves before)."""
+    problem = FitProblem(decay_fit.system, decay_fit.observations,
+                         decay_fit.settings.solver, learnable=False)
+    center = problem.get_vector()
+    pot = Potential(problem, center, np.eye(center.size))
+    calls = []
+    real = Potential.value
+    monkeypatch.setattr(Potential, "value", lambda self, z: calls.append(1) or real(self, z))
+    z = np.array([0.01, -0.02])
+    U, _ = pot.value_and_grad(z)
+    assert pot.known_value(z.copy()) == U and not calls
+    other = pot.known_value(z + 1e-3)
+    assert len(calls) == 1 and other != U
+    assert abs(real(pot, z) - U) <= 1e-12 * abs(U)

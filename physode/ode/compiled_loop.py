@@ -46,21 +46,13 @@ from torch._higher_order_ops import while_loop as _while_loop
 from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
 from physode.ode.controller import PIController, initial_step
 from physode.ode.loop import Config, Stats
+from physode.ode.loop_buffers import CHUNK, chunk_rows, leave_dual_levels, writes_in_place
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
-from physode.ode.methods.step import VectorField, declaration, time_tensor
+from physode.ode.methods.step import VectorField, time_tensor
 from physode.ode.stiffness import stiffness_hint
 from physode.ode.substitute import substituted
-
-CHUNK = 64
-"""Accepted steps per compiled forward call of the per-sample loop
-(:mod:`physode.ode.compiled_batch`, whose buffers are carried and so copied per trial)."""
-
-MIN_ROWS, MAX_ROWS = 64, 1024
-CHUNK_BYTES = 8 * 2**20
-"""Checkpoint rows per forward call of :class:`CompiledLoop`: as many as fit in
-``CHUNK_BYTES``, within ``[MIN_ROWS, MAX_ROWS]`` (see :func:`chunk_rows`)."""
 
 RUNNING, DONE, UNDERFLOW, MAX_STEPS, FULL = 0, 1, 2, 3, 4  # forward-loop status codes
 
@@ -123,9 +115,9 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
     against 0.7 µs per trial, measured). ``while_loop`` allows in-place writes to tensors
     it does not carry when no gradient is recorded; the forward loop never records one.
     Inductor cannot functionalise such writes next to ``torch.func`` transforms inside the
-    field (the LM sensitivity field's ``vmap(jvp)``: an internal assert, after which the
-    process's forward-AD level is left entered), so a field that declares
-    ``function_transforms = True`` carries the buffers, in chunks of ``CHUNK`` rows.
+    step (the LM sensitivity field's ``vmap(jvp)``, a Rosenbrock Jacobian by ``jacrev``:
+    an internal assert, after which the process's forward-AD level is left entered), so
+    those loops carry the buffers, in chunks of ``CHUNK`` rows (:func:`writes_in_place`).
     Returns the carry, and the buffers when they are carried."""
     eps = torch.finfo(y.dtype).eps
     chunk = ck_t.shape[0]
@@ -226,14 +218,6 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
     return (i, a_y, a_f, *g, a_y + gy0, *(a + b for a, b in zip(g, gp0)))
 
 
-def chunk_rows(y0: Tensor, n_ext: int) -> int:
-    """Checkpoint rows per forward call for states like ``y0`` with ``n_ext`` stage
-    vectors per step: fewer calls (each costs Python, dynamo's guards and the outputs'
-    fill) against the memory held per chunk, at most ``CHUNK_BYTES``."""
-    row = (2 + (2 + n_ext) * y0.numel()) * y0.element_size()
-    return max(MIN_ROWS, min(MAX_ROWS, CHUNK_BYTES // row))
-
-
 @dataclass
 class Chunk:
     """One forward call: its checkpoints (rows ``< n`` of t, h, y, f) and the outputs it
@@ -274,6 +258,7 @@ class CompiledLoop:
         loops = loop_options()
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
+        self._carrying: set[type] = set()  # field types whose in-place loop failed
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
 
@@ -298,16 +283,25 @@ class CompiledLoop:
         chunks: list[Chunk] = []
         accepted, k = 0, 1
         n_ext = self.interpolant.n_vectors
-        # a field that applies torch.func transforms says so; its loop carries the buffers
-        in_place = not declaration(func, "function_transforms")
+        in_place = writes_in_place(self.method, func) and type(func) not in self._carrying
         rows = chunk_rows(y0, n_ext) if in_place else CHUNK
         while True:
             ck = [torch.zeros(rows, **scalar), torch.zeros(rows, **scalar),
                   y0.new_zeros((rows, *y0.shape)), y0.new_zeros((rows, *y0.shape)),
                   y0.new_zeros((rows, n_ext, *y0.shape))]
             with torch.no_grad():  # in place, the loop writes into ``ck`` (_forward_chunk)
-                out = self._forward(self.method, func, in_place, t, h, y, f, prev, rejected,
-                                    nonfinite, trials, ctl, rtol, atol, *ck)
+                try:
+                    out = self._forward(self.method, func, in_place, t, h, y, f, prev,
+                                        rejected, nonfinite, trials, ctl, rtol, atol, *ck)
+                except Exception:
+                    if not in_place or chunks:
+                        raise
+                    # a field with undeclared torch.func transforms (a Hamiltonian field's
+                    # torch.func.grad): carry the buffers for fields of its type
+                    leave_dual_levels()
+                    self._carrying.add(type(func))
+                    in_place, rows = False, CHUNK
+                    continue
             t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]
             if not in_place:
                 ck = list(out[10:])
@@ -480,5 +474,5 @@ def integrate_compiled(func: VectorField, y0: Tensor, times: list[float],
     return fw.ys, stats
 
 
-__all__ = ["CHUNK", "Chunk", "chunk_rows", "CompiledLoop", "Forward", "LoopSettings", "field_of",
+__all__ = ["CHUNK", "Chunk", "CompiledLoop", "Forward", "LoopSettings", "field_of",
            "integrate_compiled", "loop_for", "run", "usable"]

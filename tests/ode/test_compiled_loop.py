@@ -8,8 +8,9 @@ import torch
 from torch._dynamo.utils import counters
 
 import physode
-from physode.ode import compiled_loop
-from physode.ode.compiled_loop import MIN_ROWS, CompiledLoop, chunk_rows
+from physode.ode import compiled_loop, loop_buffers
+from physode.ode.compiled_loop import CompiledLoop
+from physode.ode.loop_buffers import MIN_ROWS, chunk_rows
 
 
 class Damped(torch.nn.Module):
@@ -63,7 +64,7 @@ def _compare(field, t, loop_calls, method="dopri5"):
 
 
 def test_whole_solve_equals_eager_over_several_chunks(loop_calls, monkeypatch):
-    monkeypatch.setattr(compiled_loop, "MAX_ROWS", MIN_ROWS)
+    monkeypatch.setattr(loop_buffers, "MAX_ROWS", MIN_ROWS)
     field = Damped()
     t = torch.linspace(0, 30, 25)
     sol, _ = _solve(field, t, False)
@@ -73,13 +74,13 @@ def test_whole_solve_equals_eager_over_several_chunks(loop_calls, monkeypatch):
 
 def test_chunk_rows_fill_the_memory_budget():
     small = torch.zeros(2, dtype=torch.float64)
-    assert chunk_rows(small, 7) == compiled_loop.MAX_ROWS
+    assert chunk_rows(small, 7) == loop_buffers.MAX_ROWS
     large = torch.zeros(100_000, dtype=torch.float64)  # 7.2 MB a row: the minimum
     assert chunk_rows(large, 7) == MIN_ROWS
     mid = torch.zeros(500, dtype=torch.float64)  # 36 kB a row
     rows = chunk_rows(mid, 7)
-    assert MIN_ROWS < rows < compiled_loop.MAX_ROWS
-    assert rows * (2 + 9 * 500) * 8 <= compiled_loop.CHUNK_BYTES
+    assert MIN_ROWS < rows < loop_buffers.MAX_ROWS
+    assert rows * (2 + 9 * 500) * 8 <= loop_buffers.CHUNK_BYTES
 
 
 def test_backwards_in_time_and_outputs_on_step_ends(loop_calls):

@@ -156,6 +156,14 @@ def _functional(func: VectorField, t: Time, y: torch.Tensor, rows: bool,
     return Linearization(jy.reshape(-1, n, n), jt.reshape(y.shape), rows, y.shape)
 
 
+def transform_free(func: VectorField) -> bool:
+    """Whether :func:`linearize` traces ``func`` without ``torch.func`` transforms inside
+    a compiled graph: a declared Jacobian, and a declared time derivative or autonomy."""
+    return declaration(func, "jacobian") is not None and (
+        declaration(func, "time_derivative") is not None
+        or bool(declaration(func, "autonomous")))
+
+
 def linearize(func: VectorField, t: Time, y: torch.Tensor) -> Linearization:
     """J = df/dy and f_t = df/dt at ``(t, y)`` (see the module docstring)."""
     rows = _independent_rows(func, y)

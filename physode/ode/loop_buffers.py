@@ -1,0 +1,62 @@
+"""How the compiled forward loop (:mod:`physode.ode.compiled_loop`) holds its
+checkpoints: written in place into buffers of up to 1024 accepted steps, or — where a
+step runs ``torch.func`` transforms, next to which inductor cannot functionalise in-place
+writes — carried through the loop in chunks of ``CHUNK`` rows."""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+
+from physode.ode.methods.base import Method
+from physode.ode.methods.jacobian import transform_free
+from physode.ode.methods.step import VectorField, declaration
+
+CHUNK = 64
+"""Accepted steps per compiled forward call of the per-sample loop
+(:mod:`physode.ode.compiled_batch`, whose buffers are carried and so copied per trial)."""
+
+MIN_ROWS, MAX_ROWS = 64, 1024
+CHUNK_BYTES = 8 * 2**20
+"""Checkpoint rows per in-place forward call of
+:class:`~physode.ode.compiled_loop.CompiledLoop`: as many as fit in ``CHUNK_BYTES``,
+within ``[MIN_ROWS, MAX_ROWS]`` (see :func:`chunk_rows`)."""
+
+
+def leave_dual_levels() -> None:
+    """A compile that fails inside a ``torch.func.jvp`` under ``vmap`` leaves its
+    forward-AD level entered in C++ (torch 2.13), though Python's count says none is, and
+    every later ``jvp`` then fails ("Nested forward mode AD is not supported at the
+    moment"). Leave such an orphaned level; a level the caller entered is left alone."""
+    if fwAD._current_level >= 0:
+        return
+    try:
+        level = torch._C._enter_dual_level()
+    except RuntimeError:  # level 0 is entered, and nobody in Python holds it
+        torch._C._exit_dual_level(level=0)
+    else:
+        torch._C._exit_dual_level(level=level)
+
+
+def writes_in_place(method: Method, func: VectorField) -> bool:
+    """Whether the forward loop may write its checkpoints in place: not when a step runs
+    ``torch.func`` transforms (see ``compiled_loop._forward_chunk``): a field that declares
+    ``function_transforms``, or a stiff method whose Jacobian or time derivative of
+    ``func`` comes from ``jacrev``/``jvp`` (:func:`~physode.ode.methods.jacobian.
+    transform_free`)."""
+    if declaration(func, "function_transforms"):
+        return False
+    return not method.stiff or transform_free(func)
+
+
+def chunk_rows(y0: Tensor, n_ext: int) -> int:
+    """Checkpoint rows per forward call for states like ``y0`` with ``n_ext`` stage
+    vectors per step: fewer calls (each costs Python, dynamo's guards and the outputs'
+    fill) against the memory held per chunk, at most ``CHUNK_BYTES``."""
+    row = (2 + (2 + n_ext) * y0.numel()) * y0.element_size()
+    return max(MIN_ROWS, min(MAX_ROWS, CHUNK_BYTES // row))
+
+
+__all__ = ["CHUNK", "CHUNK_BYTES", "MAX_ROWS", "MIN_ROWS", "chunk_rows", "leave_dual_levels",
+           "writes_in_place"]

@@ -1,0 +1,95 @@
+"""Where the compiled forward loop writes its checkpoints (physode.ode.loop_buffers): in
+place, except where a step runs torch.func transforms, which inductor cannot functionalise
+next to in-place writes (torch 2.13: an internal assert that also leaves a forward-AD level
+entered). Those loops carry their buffers, declared or found by a failed first compile."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import physode
+import systems
+from physode.estimate.sensitivity import SensitivityField
+from physode.ode.loop_buffers import writes_in_place
+from physode.ode.methods import get_method
+
+D = torch.float64
+NO_FALLBACK = ".*could not compile.*"
+
+
+class Forced(torch.nn.Module):
+    """A stiff, non-autonomous field without a declared Jacobian: RODAS differentiates it
+    with jacrev and jvp inside the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(50.0, dtype=D))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([-self.k * (y[0] - torch.cos(t)), y[0] - y[1]])
+
+
+class Directional(torch.nn.Module):
+    """A rotation averaged over two directional derivatives by vmap over jvp, undeclared:
+    the LM sensitivity field's pattern, whose failed in-place compile orphaned a
+    forward-AD level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(2.0, dtype=D))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def rot(v: torch.Tensor) -> torch.Tensor:
+            return torch.stack([v[1], -self.k * v[0]])
+
+        dirs = torch.stack([y, 2 * y])
+        out = torch.func.vmap(lambda d: torch.func.jvp(rot, (y,), (d,))[1])(dirs)
+        return out.sum(0) / 3  # = rot(y), which is linear
+
+
+def test_which_loops_write_in_place() -> None:
+    rodas, dopri = get_method("rodas5p"), get_method("dopri5")
+    network = systems.get("robertson")  # closed-form Jacobian, autonomous
+    assert writes_in_place(rodas, network) and writes_in_place(dopri, network)
+    assert not writes_in_place(rodas, Forced()) and writes_in_place(dopri, Forced())
+    assert SensitivityField.function_transforms
+    field = SensitivityField(network, {}, 0)
+    assert not writes_in_place(dopri, field)
+
+
+def _gradient(field: torch.nn.Module, method: str, compile_: bool):
+    y0 = torch.tensor([1.0, 0.0], dtype=D)
+    t = torch.linspace(0, 2, 11, dtype=D)
+    field.zero_grad()
+    ys = physode.odeint(field, y0, t, method=method, compile=compile_, rtol=1e-8,
+                        atol=1e-10)
+    (ys[:, 0] * torch.cos(t)).sum().backward()
+    return ys.detach(), field.k.grad.clone()
+
+
+def test_stiff_non_autonomous_field_runs_in_the_loop() -> None:
+    field = Forced()
+    eager = _gradient(field, "rodas5p", False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=NO_FALLBACK)
+        fast = _gradient(field, "rodas5p", True)
+    assert torch.allclose(fast[0], eager[0], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fast[1], eager[1], rtol=1e-8)
+
+
+def test_undeclared_transforms_fall_back_to_carried_buffers() -> None:
+    field = Directional()
+    eager = _gradient(field, "dopri5", False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=NO_FALLBACK)
+        fast = _gradient(field, "dopri5", True)
+        again = _gradient(field, "dopri5", True)  # remembered: carried at once
+    for got in (fast, again):
+        assert torch.allclose(got[0], eager[0], rtol=1e-10, atol=1e-12)
+        assert torch.allclose(got[1], eager[1], rtol=1e-8)
+    # the failed first compile left no forward-AD level behind
+    out, tangent = torch.func.jvp(torch.sin, (torch.tensor(0.5, dtype=D),),
+                                  (torch.tensor(1.0, dtype=D),))
+    assert torch.isclose(tangent, torch.cos(torch.tensor(0.5, dtype=D)))

@@ -63,6 +63,7 @@ from physode.ode.compiled_loop import (
     tolerance,
 )
 from physode.ode.loop import Config, check_derivative
+from physode.ode.loop_buffers import leave_dual_levels, writes_in_place
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.step import VectorField
@@ -77,15 +78,17 @@ def table_row(P: Tensor, y: Tensor, stages: Tensor) -> Tensor:
     return torch.cat([y.reshape(B, 1, -1), coef], 1)
 
 
-def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: Tensor,
-                   f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
+def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor, h: Tensor,
+                   y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
                    trials: Tensor, acc: Tensor, status: Tensor, t_end: Tensor, d: Tensor,
                    ctl: Tensor, rtol: Tensor, atol: Tensor, P: Tensor, ck_t: Tensor,
                    ck_t1: Tensor, ck_h: Tensor, ck_f: Tensor,
                    ck_tab: Tensor) -> tuple[Tensor, ...]:
     """Batched trials until a sample has ``CHUNK`` accepted steps, every sample is done,
-    or one fails (underflow, ``max_steps``); the checkpoints are written into the ``ck_*``
-    buffers in place (the loop runs under ``no_grad``)."""
+    or one fails (underflow, ``max_steps``). ``in_place``: the checkpoints are written into
+    the ``ck_*`` buffers in place (the loop runs under ``no_grad``); else the buffers are
+    carried and returned after the carry, as for a field whose step runs ``torch.func``
+    transforms (:func:`physode.ode.loop_buffers.writes_in_place`)."""
     chunk = ck_t.shape[1]
     rows = torch.arange(y.shape[0], device=y.device)
     field = row_field(func)
@@ -97,8 +100,8 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
                 & (acc < chunk).all())
 
     def body(t: Tensor, h: Tensor, y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor,
-             nonfinite: Tensor, trials: Tensor, acc: Tensor,
-             status: Tensor) -> tuple[Tensor, ...]:
+             nonfinite: Tensor, trials: Tensor, acc: Tensor, status: Tensor,
+             *carried: Tensor) -> tuple[Tensor, ...]:
         active = status == RUNNING
         near, h_try, t_new = landing(t, h, t_end, d)
         tiny = active & tiny_step(h_try, t)
@@ -115,11 +118,12 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
         # every iteration (measured: the cost grew with the buffer, ~1 ms per trial for a
         # batch of 64 three-body systems), an in-place write costs only its row
         slot = (rows, acc.clamp(max=chunk - 1))
-        ck_t.index_put_(slot, t)
-        ck_t1.index_put_(slot, t1)
-        ck_h.index_put_(slot, h_used)
-        ck_f.index_put_(slot, f)
-        ck_tab.index_put_(slot, table_row(P, y, stages))
+        values = (t, t1, h_used, f, table_row(P, y, stages))
+        if in_place:
+            for buf, value in zip((ck_t, ck_t1, ck_h, ck_f, ck_tab), values):
+                buf.index_put_(slot, value)
+        else:
+            carried = tuple(buf.index_put(slot, v) for buf, v in zip(carried, values))
         trials = trials + live.long()
         acc = acc + ok.long()
         status = torch.where(tiny, UNDERFLOW, status)
@@ -130,10 +134,12 @@ def _forward_chunk(method: Method, func: VectorField, t: Tensor, h: Tensor, y: T
                 torch.where(okc, step.y1, y), torch.where(okc, f1, f),
                 torch.where(ok, torch.clamp(ratio, min=1e-4), prev),
                 torch.where(live, ~ok, rejected),
-                torch.where(live, ~torch.isfinite(ratio), nonfinite), trials, acc, status)
+                torch.where(live, ~torch.isfinite(ratio), nonfinite), trials, acc, status,
+                *carried)
 
+    bufs = () if in_place else (ck_t, ck_t1, ck_h, ck_f, ck_tab)
     out: tuple[Tensor, ...] = run_while(
-        cond, body, (t, h, y, f, prev, rejected, nonfinite, trials, acc, status))
+        cond, body, (t, h, y, f, prev, rejected, nonfinite, trials, acc, status, *bufs))
     return out
 
 
@@ -224,6 +230,7 @@ class BatchLoop:
         loops = loop_options(pointwise_cat=False)
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
+        self._carrying: set[type] = set()  # field types whose in-place loop failed
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
 
@@ -247,19 +254,32 @@ class BatchLoop:
         k = torch.ones(B, **long)
         chunks: list[BatchChunk] = []
         accepted = torch.zeros(B, **long)
+        in_place = writes_in_place(self.method, func) and type(func) not in self._carrying
         while True:
             # times and steps zeroed (rows past a sample's count are rebuilt as zero steps
             # at finite times), the rest is only read below each sample's count
-            bufs = (y0.new_zeros((B, CHUNK)), y0.new_zeros((B, CHUNK)), y0.new_zeros((B, CHUNK)),
+            bufs: tuple[Tensor, ...] = (
+                    y0.new_zeros((B, CHUNK)), y0.new_zeros((B, CHUNK)), y0.new_zeros((B, CHUNK)),
                     y0.new_empty((B, CHUNK, *shape)),
                     y0.new_empty((B, CHUNK, width, y0[0].numel())))
             y_in, f_in = y, f
-            (t, h, y, f, prev, rejected, nonfinite, trials, acc,
-             status) = self._forward(self.method, func, t, h, y, f, prev, rejected, nonfinite,
-                                     trials, torch.zeros(B, **long), status, t_end, d, ctl,
-                                     rtol, atol, P, *bufs)
-            accepted += acc  # the buffers were written in place by the loop
-            chunk = BatchChunk(*bufs, acc=acc, y_in=y_in, f_in=f_in)
+            args = (t, h, y, f, prev, rejected, nonfinite, trials, torch.zeros(B, **long),
+                    status, t_end, d, ctl, rtol, atol, P, *bufs)
+            try:
+                out = self._forward(self.method, func, in_place, *args)
+            except Exception:
+                if not in_place or chunks:
+                    raise
+                leave_dual_levels()  # undeclared torch.func transforms: carry the buffers
+                self._carrying.add(type(func))
+                in_place = False
+                out = self._forward(self.method, func, in_place, *args)
+            t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]
+            if not in_place:
+                bufs = tuple(out[10:])
+            accepted += acc  # the buffers were written by the loop
+            ck_t, ck_t1, ck_h, ck_f, ck_tab = bufs
+            chunk = BatchChunk(ck_t, ck_t1, ck_h, ck_f, ck_tab, acc=acc, y_in=y_in, f_in=f_in)
             k = self._fill(chunk, k, bt, t, y, ys)
             chunks.append(chunk)
             codes = status.tolist()  # the one host sync per chunk

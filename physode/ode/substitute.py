@@ -33,13 +33,18 @@ class Substituted:
     def __init__(self, module: nn.Module, values: dict[str, Tensor]) -> None:
         self.module = module
         self.values = values
-        for name in _VALUES:
-            value = declaration(module, name)
-            if value is not None:
-                setattr(self, name, value)
         for name in _HOOKS:
             if declaration(module, name) is not None:
                 setattr(self, name, self._hook(name))
+
+    def __getattr__(self, name: str) -> Any:
+        """The module's value declarations, read when asked: a declaration may read a
+        parameter's value (the pendulum's ``position_velocity_split`` is None when damped),
+        which inside a traced graph is a data-dependent guard (torch raises), so it is
+        read only by the methods that use it."""
+        if name in _VALUES:
+            return declaration(self.module, name)
+        raise AttributeError(name)
 
     def _hook(self, name: str) -> Callable[[Tensor, Tensor], Tensor]:
         module, values = self.module, self.values

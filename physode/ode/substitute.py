@@ -22,7 +22,6 @@ from torch.nn.utils.stateless import _reparametrize_module
 
 from physode.ode.methods.step import VectorField, declaration
 
-_VALUES = ("autonomous", "state_size", "position_velocity_split", "state_slice")
 _HOOKS = ("jacobian", "time_derivative")
 
 
@@ -37,14 +36,25 @@ class Substituted:
             if declaration(module, name) is not None:
                 setattr(self, name, self._hook(name))
 
-    def __getattr__(self, name: str) -> Any:
-        """The module's value declarations, read when asked: a declaration may read a
-        parameter's value (the pendulum's ``position_velocity_split`` is None when damped),
-        which inside a traced graph is a data-dependent guard (torch raises), so it is
-        read only by the methods that use it."""
-        if name in _VALUES:
-            return declaration(self.module, name)
-        raise AttributeError(name)
+    # The module's value declarations, read when asked: a declaration may read a
+    # parameter's value (the pendulum's ``position_velocity_split`` is None when damped),
+    # which inside a traced graph is a data-dependent guard (torch raises), so it is read
+    # only by the methods that use it.
+    @property
+    def autonomous(self) -> Any:
+        return declaration(self.module, "autonomous")
+
+    @property
+    def state_size(self) -> Any:
+        return declaration(self.module, "state_size")
+
+    @property
+    def position_velocity_split(self) -> Any:
+        return declaration(self.module, "position_velocity_split")
+
+    @property
+    def state_slice(self) -> Any:
+        return declaration(self.module, "state_slice")
 
     def _hook(self, name: str) -> Callable[[Tensor, Tensor], Tensor]:
         module, values = self.module, self.values

@@ -25,6 +25,19 @@ from physode.ode.methods.step import VectorField, declaration
 _HOOKS = ("jacobian", "time_derivative")
 
 
+class _Declared:
+    """A value declaration of the substituted module, read when a method asks for it: a
+    declaration may read a parameter's value (the pendulum's ``position_velocity_split``
+    is None when damped), which inside a traced graph is a data-dependent guard (torch
+    raises), so only the methods that use it read it."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Substituted | None, owner: type | None = None) -> Any:
+        return self if obj is None else declaration(obj.module, self.name)
+
+
 class Substituted:
     """``module(t, y)`` with the parameters ``values`` (``{name: tensor}``) in place of its
     own; its declarations read as the module's (hooks evaluated with ``values`` too)."""
@@ -36,25 +49,11 @@ class Substituted:
             if declaration(module, name) is not None:
                 setattr(self, name, self._hook(name))
 
-    # The module's value declarations, read when asked: a declaration may read a
-    # parameter's value (the pendulum's ``position_velocity_split`` is None when damped),
-    # which inside a traced graph is a data-dependent guard (torch raises), so it is read
-    # only by the methods that use it.
-    @property
-    def autonomous(self) -> Any:
-        return declaration(self.module, "autonomous")
-
-    @property
-    def state_size(self) -> Any:
-        return declaration(self.module, "state_size")
-
-    @property
-    def position_velocity_split(self) -> Any:
-        return declaration(self.module, "position_velocity_split")
-
-    @property
-    def state_slice(self) -> Any:
-        return declaration(self.module, "state_slice")
+    # the module's value declarations, read when asked (see _Declared)
+    autonomous = _Declared()
+    state_size = _Declared()
+    position_velocity_split = _Declared()
+    state_slice = _Declared()
 
     def _hook(self, name: str) -> Callable[[Tensor, Tensor], Tensor]:
         module, values = self.module, self.values

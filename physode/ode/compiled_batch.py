@@ -63,7 +63,7 @@ from physode.ode.compiled_loop import (
     tolerance,
 )
 from physode.ode.loop import Config, check_derivative
-from physode.ode.loop_buffers import leave_dual_levels, writes_in_place
+from physode.ode.loop_buffers import Writes
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.step import VectorField
@@ -88,7 +88,7 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
     or one fails (underflow, ``max_steps``). ``in_place``: the checkpoints are written into
     the ``ck_*`` buffers in place (the loop runs under ``no_grad``); else the buffers are
     carried and returned after the carry, as for a field whose step runs ``torch.func``
-    transforms (:func:`physode.ode.loop_buffers.writes_in_place`)."""
+    transforms (:class:`physode.ode.loop_buffers.Writes`)."""
     chunk = ck_t.shape[1]
     rows = torch.arange(y.shape[0], device=y.device)
     field = row_field(func)
@@ -230,7 +230,7 @@ class BatchLoop:
         loops = loop_options(pointwise_cat=False)
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
-        self._carrying: set[type] = set()  # field types whose in-place loop failed
+        self._writes = Writes(method)  # in place or carried, per field
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
 
@@ -254,7 +254,7 @@ class BatchLoop:
         k = torch.ones(B, **long)
         chunks: list[BatchChunk] = []
         accepted = torch.zeros(B, **long)
-        in_place = writes_in_place(self.method, func) and type(func) not in self._carrying
+        in_place = self._writes.in_place(func)
         while True:
             # times and steps zeroed (rows past a sample's count are rebuilt as zero steps
             # at finite times), the rest is only read below each sample's count
@@ -270,8 +270,7 @@ class BatchLoop:
             except Exception:
                 if not in_place or chunks:
                     raise
-                leave_dual_levels()  # undeclared torch.func transforms: carry the buffers
-                self._carrying.add(type(func))
+                self._writes.failed(func)
                 in_place = False
                 out = self._forward(self.method, func, in_place, *args)
             t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]

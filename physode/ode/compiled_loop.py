@@ -46,7 +46,7 @@ from torch._higher_order_ops import while_loop as _while_loop
 from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
 from physode.ode.controller import PIController, initial_step
 from physode.ode.loop import Config, Stats
-from physode.ode.loop_buffers import CHUNK, chunk_rows, leave_dual_levels, writes_in_place
+from physode.ode.loop_buffers import CHUNK, Writes, chunk_rows
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
@@ -117,7 +117,7 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
     Inductor cannot functionalise such writes next to ``torch.func`` transforms inside the
     step (the LM sensitivity field's ``vmap(jvp)``, a Rosenbrock Jacobian by ``jacrev``:
     an internal assert, after which the process's forward-AD level is left entered), so
-    those loops carry the buffers, in chunks of ``CHUNK`` rows (:func:`writes_in_place`).
+    those loops carry the buffers, in chunks of ``CHUNK`` rows (``loop_buffers.Writes``).
     Returns the carry, and the buffers when they are carried."""
     eps = torch.finfo(y.dtype).eps
     chunk = ck_t.shape[0]
@@ -258,7 +258,7 @@ class CompiledLoop:
         loops = loop_options()
         self._forward = torch.compile(_forward_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
-        self._carrying: set[type] = set()  # field types whose in-place loop failed
+        self._writes = Writes(method)  # in place or carried, per field
         self._reverse = torch.compile(_reverse_chunk, fullgraph=True, dynamic=False,
                                       options=loops)
 
@@ -283,7 +283,7 @@ class CompiledLoop:
         chunks: list[Chunk] = []
         accepted, k = 0, 1
         n_ext = self.interpolant.n_vectors
-        in_place = writes_in_place(self.method, func) and type(func) not in self._carrying
+        in_place = self._writes.in_place(func)
         rows = chunk_rows(y0, n_ext) if in_place else CHUNK
         while True:
             ck = [torch.zeros(rows, **scalar), torch.zeros(rows, **scalar),
@@ -296,10 +296,7 @@ class CompiledLoop:
                 except Exception:
                     if not in_place or chunks:
                         raise
-                    # a field with undeclared torch.func transforms (a Hamiltonian field's
-                    # torch.func.grad): carry the buffers for fields of its type
-                    leave_dual_levels()
-                    self._carrying.add(type(func))
+                    self._writes.failed(func)
                     in_place, rows = False, CHUNK
                     continue
             t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]

@@ -50,6 +50,25 @@ def writes_in_place(method: Method, func: VectorField) -> bool:
     return not method.stiff or transform_free(func)
 
 
+class Writes:
+    """One compiled loop's choice of in place or carried, per field: the declared rule
+    (:func:`writes_in_place`), and the field types whose in-place compile failed."""
+
+    def __init__(self, method: Method) -> None:
+        self.method = method
+        self.carrying: set[type] = set()
+
+    def in_place(self, func: VectorField) -> bool:
+        return writes_in_place(self.method, func) and type(func) not in self.carrying
+
+    def failed(self, func: VectorField) -> None:
+        """The in-place compile of ``func`` failed (undeclared ``torch.func`` transforms,
+        such as a Hamiltonian field's ``torch.func.grad``): repair the forward-AD state
+        and carry the buffers for fields of its type from now on."""
+        leave_dual_levels()
+        self.carrying.add(type(func))
+
+
 def chunk_rows(y0: Tensor, n_ext: int) -> int:
     """Checkpoint rows per forward call for states like ``y0`` with ``n_ext`` stage
     vectors per step: fewer calls (each costs Python, dynamo's guards and the outputs'
@@ -58,5 +77,5 @@ def chunk_rows(y0: Tensor, n_ext: int) -> int:
     return max(MIN_ROWS, min(MAX_ROWS, CHUNK_BYTES // row))
 
 
-__all__ = ["CHUNK", "CHUNK_BYTES", "MAX_ROWS", "MIN_ROWS", "chunk_rows", "leave_dual_levels",
-           "writes_in_place"]
+__all__ = ["CHUNK", "CHUNK_BYTES", "MAX_ROWS", "MIN_ROWS", "Writes", "chunk_rows",
+           "leave_dual_levels", "writes_in_place"]

@@ -110,6 +110,12 @@ def _log_abs_derivative(kind: str, u: Tensor, lo: float, hi: float) -> Tensor:
     return a + (b - a) * torch.sigmoid(u) + math.log(b - a) + log_sig
 
 
+def _point(z: np.ndarray) -> bytes:
+    """A whitened point as a dictionary key: its float64 bytes (NUTS hands back exactly
+    the points it evaluated)."""
+    return np.asarray(z, dtype=np.float64).tobytes()
+
+
 class Potential:
     """``U(z) = -log posterior`` at ``u = center + L z`` and its gradient in z; a solve that
     fails gives ``U = inf``."""
@@ -151,7 +157,7 @@ class Potential:
     def known_value(self, z: np.ndarray) -> float:
         """U(z), from :meth:`value_and_grad`'s record when it evaluated exactly this point
         (a NUTS draw is one of its trajectory's points), else by :meth:`value`."""
-        key = np.asarray(z, dtype=np.float64).tobytes()
+        key = _point(z)
         return self._seen[key] if key in self._seen else self.value(z)
 
     def value_and_grad(self, z: np.ndarray) -> tuple[float, np.ndarray]:
@@ -160,7 +166,7 @@ class Potential:
         U, g = self._value_and_grad(z)
         if len(self._seen) >= 100_000:  # bounded: a long chain's draws are mostly recent
             self._seen.clear()
-        self._seen[np.asarray(z, dtype=np.float64).tobytes()] = U
+        self._seen[_point(z)] = U
         return U, g
 
     def _value_and_grad(self, z: np.ndarray) -> tuple[float, np.ndarray]:

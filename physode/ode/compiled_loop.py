@@ -46,7 +46,7 @@ from torch._higher_order_ops import while_loop as _while_loop
 from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
 from physode.ode.controller import PIController, initial_step
 from physode.ode.loop import Config, Stats
-from physode.ode.loop_buffers import CHUNK, Writes, chunk_rows
+from physode.ode.loop_buffers import CHUNK, Factors, Writes, chunk_rows
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
@@ -105,7 +105,8 @@ def _stages(method: Method, field: VectorField, t: Tensor, h: Tensor, y: Tensor,
 def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor, h: Tensor,
                    y: Tensor, f: Tensor, prev: Tensor, rejected: Tensor, nonfinite: Tensor,
                    trials: Tensor, ctl: Tensor, rtol: Tensor, atol: Tensor, ck_t: Tensor,
-                   ck_h: Tensor, ck_y: Tensor, ck_f: Tensor, ck_k: Tensor) -> tuple[Tensor, ...]:
+                   ck_h: Tensor, ck_y: Tensor, ck_f: Tensor, ck_k: Tensor,
+                   ck_x: Tensor) -> tuple[Tensor, ...]:
     """Trials until the buffers' rows are filled with accepted steps, the end is reached,
     or the loop must stop (step-size underflow, ``max_steps``). Rows ``< acc`` of the
     buffers are then checkpoints (t, h, y, f) and the accepted steps' stages.
@@ -118,7 +119,9 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
     step (the LM sensitivity field's ``vmap(jvp)``, a Rosenbrock Jacobian by ``jacrev``:
     an internal assert, after which the process's forward-AD level is left entered), so
     those loops carry the buffers, in chunks of ``CHUNK`` rows (``loop_buffers.Writes``).
-    Returns the carry, and the buffers when they are carried."""
+    ``ck_x``, when it has rows (in place only): each accepted step's ``Step.factor``, for
+    the reverse sweep to rebuild the step with. Returns the carry, and the buffers when
+    they are carried."""
     eps = torch.finfo(y.dtype).eps
     chunk = ck_t.shape[0]
     zero = torch.zeros((), dtype=torch.int64, device=y.device)
@@ -153,6 +156,8 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
         if in_place:
             for buf, row in zip((ck_t, ck_h, ck_y, ck_f, ck_k), rows):
                 buf.index_put_(slot, row)
+            if ck_x.shape[0] and step.factor is not None:
+                ck_x.index_put_(slot, step.factor.unsqueeze(0))
         else:
             carried = tuple(buf.index_put(slot, row) for buf, row in zip(carried, rows))
         trials = trials + (~tiny).long()
@@ -175,14 +180,16 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
 
 def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor, a_y: Tensor,
                    a_f: Tensor, ck_t: Tensor, ck_h: Tensor, ck_y: Tensor, ck_f: Tensor,
-                   end_cot: Tensor, y_cot: Tensor, k_cot: Tensor,
+                   ck_x: Tensor, end_cot: Tensor, y_cot: Tensor, k_cot: Tensor,
                    *params: Tensor) -> tuple[Tensor, ...]:
     """ACA's reverse sweep over one chunk of checkpoints, row ``last`` down to 0.
 
     At step i: the cotangent of an output the step ends on joins that of y_{i+1}; the
     rebuilt step pulls (a_y, a_f) and the cotangents of its stages (from the dense outputs
     inside it) back to (y_i, f_i, params); the dense outputs' direct share of y_i's
-    cotangent is added."""
+    cotangent is added. With factors in ``ck_x``, a stiff step is rebuilt with the
+    inverse its forward trial computed (``Method.step_reusing``): same values, no second
+    elimination."""
     g0 = tuple(torch.zeros_like(p) for p in params)
 
     def cond(i: Tensor, *rest: Tensor) -> Tensor:
@@ -193,9 +200,12 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
         t, h, y, f = (b.index_select(0, row)[0] for b in (ck_t, ck_h, ck_y, ck_f))
         a_y = a_y + end_cot.index_select(0, row)[0]
 
+        x = ck_x.index_select(0, row)[0] if ck_x.shape[0] else None
+
         def rebuild(y_: Tensor, f_: Tensor, *ps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             field = field_of(func, names, ps)
-            step = method.step(field, t, h, y_, f_)
+            step = (method.step(field, t, h, y_, f_) if x is None
+                    else method.step_reusing(field, t, h, y_, f_, x))
             f1 = _end_derivative(method, field, t + h, step.y1, step.ks)
             return step.y1, f1, _stages(method, field, t, h, y_, step.ks, f1)
 
@@ -220,14 +230,16 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
 
 @dataclass
 class Chunk:
-    """One forward call: its checkpoints (rows ``< n`` of t, h, y, f) and the outputs it
-    produced, ``first`` up to ``first + len(local)``: the step each lies in (row of this
-    chunk), whether it ends that step, and the step size and theta of its dense output."""
+    """One forward call: its checkpoints (rows ``< n`` of t, h, y, f; the steps' factors
+    in x, or no rows) and the outputs it produced, ``first`` up to ``first + len(local)``:
+    the step each lies in (row of this chunk), whether it ends that step, and the step
+    size and theta of its dense output."""
 
     t: Tensor
     h: Tensor
     y: Tensor
     f: Tensor
+    x: Tensor
     n: int
     first: int
     local: Tensor
@@ -284,11 +296,12 @@ class CompiledLoop:
         accepted, k = 0, 1
         n_ext = self.interpolant.n_vectors
         in_place = self._writes.in_place(func)
-        rows = chunk_rows(y0, n_ext) if in_place else CHUNK
+        factors = Factors(self.method, func, y0, in_place)
+        rows = chunk_rows(y0, n_ext, factors.row_bytes) if in_place else CHUNK
         while True:
             ck = [torch.zeros(rows, **scalar), torch.zeros(rows, **scalar),
                   y0.new_zeros((rows, *y0.shape)), y0.new_zeros((rows, *y0.shape)),
-                  y0.new_zeros((rows, n_ext, *y0.shape))]
+                  y0.new_zeros((rows, n_ext, *y0.shape)), factors.buffer(rows)]
             with torch.no_grad():  # in place, the loop writes into ``ck`` (_forward_chunk)
                 try:
                     out = self._forward(self.method, func, in_place, t, h, y, f, prev,
@@ -298,10 +311,11 @@ class CompiledLoop:
                         raise
                     self._writes.failed(func)
                     in_place, rows = False, CHUNK
+                    factors = Factors(self.method, func, y0, in_place)
                     continue
             t, h, y, f, prev, rejected, nonfinite, trials, acc, status = out[:10]
             if not in_place:
-                ck = list(out[10:])
+                ck = [*out[10:], ck[5]]
             n, code = int(acc), int(status)  # the one host sync per chunk
             accepted += n
             if n:
@@ -326,7 +340,7 @@ class CompiledLoop:
               t_end: Tensor, y_end: Tensor, direction: float) -> tuple[Chunk, Tensor]:
         """The outputs inside this chunk's steps, from output ``k`` on (see the module
         docstring), and the chunk's record for the reverse sweep."""
-        T, H, Y, F, K = (x[:n] for x in ck)
+        T, H, Y, F, K = (x[:n] for x in ck[:5])
         # the outputs up to the chunk's end (``along``: direction * output times, sorted)
         stop = bisect.bisect_right(along, direction * float(t_end), lo=k)
         q = tau[k:stop]
@@ -343,7 +357,7 @@ class CompiledLoop:
         y_next = torch.cat([Y[1:], y_end.unsqueeze(0)])
         mask = at_end.reshape(-1, *([1] * (Y.ndim - 1)))
         ys = torch.where(mask, y_next[local], dense)
-        return Chunk(ck[0], ck[1], ck[2], ck[3], n, k, local, at_end, hs, thetas), ys
+        return Chunk(ck[0], ck[1], ck[2], ck[3], ck[5], n, k, local, at_end, hs, thetas), ys
 
     def _weights(self, thetas: Tensor, hs: Tensor) -> Tensor:
         """The dense output's weights ``scale B_j(theta)`` per output: ``scale = h`` for
@@ -376,7 +390,8 @@ class CompiledLoop:
                 0, c.local, W * dense_g.unsqueeze(1))
             last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
             _, a_y, a_f, *rest = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
-                                               c.h, c.y, c.f, end_cot, y_cot, k_cot, *params)
+                                               c.h, c.y, c.f, c.x, end_cot, y_cot, k_cot,
+                                               *params)
             # with the sweep closed through this chunk's row 0: right for the first chunk
             closed = (rest[n_p], [a + b for a, b in zip(g_total, rest[n_p + 1:])])
             g_total = [a + b for a, b in zip(g_total, rest[:n_p])]

@@ -10,7 +10,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from physode.ode.methods.base import Method
-from physode.ode.methods.jacobian import transform_free
+from physode.ode.methods.jacobian import factor_shape, transform_free
 from physode.ode.methods.step import VectorField, declaration
 
 CHUNK = 64
@@ -69,13 +69,43 @@ class Writes:
         self.carrying.add(type(func))
 
 
-def chunk_rows(y0: Tensor, n_ext: int) -> int:
+def chunk_rows(y0: Tensor, n_ext: int, extra: int = 0) -> int:
     """Checkpoint rows per forward call for states like ``y0`` with ``n_ext`` stage
-    vectors per step: fewer calls (each costs Python, dynamo's guards and the outputs'
-    fill) against the memory held per chunk, at most ``CHUNK_BYTES``."""
-    row = (2 + (2 + n_ext) * y0.numel()) * y0.element_size()
+    vectors per step (and ``extra`` bytes more per row: a step's factor): fewer calls
+    (each costs Python, dynamo's guards and the outputs' fill) against the memory held per
+    chunk, at most ``CHUNK_BYTES``."""
+    row = (2 + (2 + n_ext) * y0.numel()) * y0.element_size() + extra
     return max(MIN_ROWS, min(MAX_ROWS, CHUNK_BYTES // row))
 
 
-__all__ = ["CHUNK", "CHUNK_BYTES", "MAX_ROWS", "MIN_ROWS", "Writes", "chunk_rows",
-           "leave_dual_levels", "writes_in_place"]
+FACTOR_BYTES = 256 * 2**20
+"""At most this much memory per solve holds stiff steps' factors for the reverse sweep."""
+
+
+class Factors:
+    """Where a compiled forward solve keeps each accepted stiff step's inverse
+    (``Step.factor``) for ACA's reverse sweep (``Method.reuses_factor``), "where memory
+    allows": in place only (carried buffers would copy them on every trial), and only
+    while the solve's factors stay within :data:`FACTOR_BYTES`; later chunks keep none and
+    their steps invert again in the reverse sweep. A 7-species network's step keeps 392
+    bytes (256 MiB: ~680 000 steps), a 52-species one's 21.6 kB (~12 000 steps)."""
+
+    def __init__(self, method: Method, func: VectorField, y0: Tensor, in_place: bool) -> None:
+        keep = method.reuses_factor and in_place
+        self.shape = factor_shape(func, y0) if keep else (0, 0, 0)
+        self.like = y0
+        self.row_bytes = self.shape[0] * self.shape[1] * self.shape[2] * y0.element_size()
+        self.held = 0
+
+    def buffer(self, rows: int) -> Tensor:
+        """The factor buffer of the next chunk: ``(rows, M, n, n)``, or no rows (nothing
+        kept: not a stiff method, carried buffers, or the budget is spent)."""
+        size = rows * self.row_bytes
+        if not size or self.held + size > FACTOR_BYTES:
+            return self.like.new_empty(0)
+        self.held += size
+        return self.like.new_empty((rows, *self.shape))
+
+
+__all__ = ["CHUNK", "CHUNK_BYTES", "FACTOR_BYTES", "MAX_ROWS", "MIN_ROWS", "Factors", "Writes",
+           "chunk_rows", "leave_dual_levels", "writes_in_place"]

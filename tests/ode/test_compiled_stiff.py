@@ -103,3 +103,85 @@ def test_autograd_jacobian_inside_the_compiled_loop(loop_calls):
     assert torch.allclose(whole.ys, eager.ys, rtol=1e-10, atol=1e-13)
     for a, b in zip(g_whole, g_eager):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["rosenbrock23", "rodas5p"])
+def test_a_step_rebuilt_with_its_inverse_equals_the_step(method, monkeypatch):
+    """``step_reusing`` with the inverse of the step's matrix: the same step, and the same
+    derivatives (the inverse's derivative ``-X dA X`` attached to the given value), so
+    ACA's reverse sweep may rebuild a forward step without inverting again."""
+    from physode.ode.methods import get_method
+    from physode.ode.methods.jacobian import linearize
+
+    m = get_method(method)
+    net = _enzyme()
+    t, h = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.02, dtype=torch.float64)
+    y = net.y0.detach() + torch.tensor([0.0, 0.01, 0.02, 0.03], dtype=torch.float64)
+    scale = 1.0 / (h * (m.d if method == "rosenbrock23" else m.tableau.gamma))
+    J = linearize(net, t, y).J
+    X = torch.linalg.inv(scale * torch.eye(J.shape[-1], dtype=J.dtype) - J)
+
+    def plain(y_):
+        s = m.step(net, t, h, y_, net(t, y_))
+        return s.y1, s.err
+
+    def reusing(y_):
+        s = m.step_reusing(net, t, h, y_, net(t, y_), X)
+        return s.y1, s.err
+
+    (a1, ae), pull_a = torch.func.vjp(plain, y)
+    (b1, be), pull_b = torch.func.vjp(reusing, y)
+    assert torch.allclose(a1, b1, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(ae, be, rtol=1e-9, atol=1e-15)
+    cot = (torch.linspace(1.0, 2.0, 4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    ga, gb = pull_a(cot)[0], pull_b(cot)[0]
+    assert torch.allclose(ga, gb, rtol=1e-10, atol=1e-12)
+    # the attached derivative matters: with the inverse as a constant the gradient differs
+    import physode.ode.methods.jacobian as jacobian
+
+    monkeypatch.setattr(jacobian, "known_inverse", lambda X_, A: X_)
+    gc = torch.func.vjp(reusing, y)[1](cot)[0]
+    assert not torch.allclose(ga, gc, rtol=1e-6)
+
+
+def _forward_records(monkeypatch):
+    """The compiled forward records the reverse sweeps get."""
+    seen = []
+    real = CompiledLoop.backward
+
+    def spy(self, func, names, params, fw, grad_ys):
+        seen.append(fw)
+        return real(self, func, names, params, fw, grad_ys)
+
+    monkeypatch.setattr(CompiledLoop, "backward", spy)
+    return seen
+
+
+def test_the_reverse_sweep_gets_the_forward_steps_inverses(loop_calls, monkeypatch):
+    """The compiled forward keeps each accepted step's inverse of ``I / (h d) - J``, and
+    the reverse sweep that rebuilds the steps with them gives the direct gradient."""
+    seen = _forward_records(monkeypatch)
+    _compare(_enzyme(), torch.linspace(0.0, 5.0, 11), "rosenbrock23", loop_calls)
+    (fw,) = seen
+    chunk = fw.chunks[0]
+    assert chunk.x.shape == (chunk.t.shape[0], 1, 4, 4)
+    net = _enzyme()
+    from physode.ode.methods.jacobian import linearize
+    from physode.ode.methods.rosenbrock import ROSENBROCK23
+
+    for i in (0, chunk.n // 2, chunk.n - 1):
+        J = linearize(net, chunk.t[i], chunk.y[i]).J[0]
+        A = torch.eye(4, dtype=J.dtype) / (chunk.h[i] * ROSENBROCK23.d) - J
+        assert torch.allclose(chunk.x[i, 0] @ A, torch.eye(4, dtype=J.dtype), atol=1e-9)
+
+
+@pytest.mark.slow
+def test_past_the_factor_budget_the_reverse_sweep_inverts_again(loop_calls, monkeypatch):
+    """With no memory for factors the forward keeps none, and the reverse sweep's own
+    inverses give the same gradient."""
+    import physode.ode.loop_buffers as buffers
+
+    monkeypatch.setattr(buffers, "FACTOR_BYTES", 0)
+    seen = _forward_records(monkeypatch)
+    _compare(_enzyme(), torch.linspace(0.0, 5.0, 11), "rosenbrock23", loop_calls)
+    assert all(c.x.shape[0] == 0 for c in seen[0].chunks)

@@ -24,6 +24,9 @@ Declared capabilities (class attributes; a family sets them per instance where t
 - ``compiled_loop``: the whole adaptive solve may run as compiled loops
   (:mod:`physode.ode.compiled_loop`): adaptive, functional, and a dense output
   ``y0 + h sum_j B_j(theta) K_j`` over the step's extended stages.
+- ``reuses_factor``: the step reports the inverse it solved its stages with
+  (``Step.factor``, inside compiled loops) and :meth:`step_reusing` rebuilds the step
+  with it, so the ACA reverse sweep does not invert the same matrix again.
 - ``pi_beta``: the method's default PI-controller gain; ``citation``: where it comes from.
 - ``nfe_per_step``: new evaluations of one trial; ``nfe_dense``: extra evaluations of
   :meth:`extended_stages`; ``n_extended``: how many vectors it returns.
@@ -56,6 +59,7 @@ class Method(ABC):
     functional_step: bool = False
     fused_vjp: bool = False
     compiled_loop: bool = False
+    reuses_factor: bool = False
     pi_beta: float = 0.0
     nfe_per_step: int = 1
     nfe_dense: int = 0
@@ -67,6 +71,12 @@ class Method(ABC):
              f0: torch.Tensor) -> Step:
         """One trial step from ``(t, y0)`` with ``f0 = func(t, y0)``: a pure function of
         tensors, which the ACA reverse sweep rebuilds verbatim."""
+
+    def step_reusing(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
+                     f0: torch.Tensor, factor: torch.Tensor) -> Step:
+        """:meth:`step` with ``factor``, the ``Step.factor`` of the same step computed
+        before, in place of factorising again (``reuses_factor`` methods only)."""
+        raise NotImplementedError(f"method {self.name!r} does not reuse factorisations")
 
     def step_and_error(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
                        f0: torch.Tensor, rtol: Tol, atol: Tol) -> tuple[Step, float]:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from physode.ode.methods.small_inverse import inverse
+from physode.ode.methods.small_inverse import inverse, known_inverse
 from physode.ode.methods.step import Time, VectorField, declaration, time_tensor
 
 
@@ -45,11 +45,17 @@ class Linearization:
     rows: bool
     shape: torch.Size
 
-    def factor(self, scale: Time) -> LinearSolver | InverseSolver:
+    def factor(self, scale: Time, known: torch.Tensor | None = None
+               ) -> LinearSolver | InverseSolver:
         """LU factorisation of ``scale * I - J`` (one per step); inside a compiled loop the
-        inverse instead (see :class:`InverseSolver`)."""
+        inverse instead (see :class:`InverseSolver`). ``known``: that inverse, computed
+        before for the same matrix (the ACA reverse sweep rebuilding a forward step), used
+        as it is with the inverse's derivative attached
+        (:func:`~physode.ode.methods.small_inverse.known_inverse`)."""
         n = self.J.shape[-1]
         eye = torch.eye(n, dtype=self.J.dtype, device=self.J.device)
+        if known is not None:
+            return InverseSolver(known_inverse(known, scale * eye - self.J), self.shape)
         if torch.compiler.is_compiling():
             return InverseSolver(inverse(scale * eye - self.J), self.shape)
         LU, piv, _ = torch.linalg.lu_factor_ex(scale * eye - self.J)
@@ -162,6 +168,13 @@ def transform_free(func: VectorField) -> bool:
     return declaration(func, "jacobian") is not None and (
         declaration(func, "time_derivative") is not None
         or bool(declaration(func, "autonomous")))
+
+
+def factor_shape(func: VectorField, y: torch.Tensor) -> tuple[int, int, int]:
+    """The shape ``(M, n, n)`` of the matrices a stiff step at ``y`` factorises (as
+    :func:`linearize` lays out J): M independent rows of n states, or one of ``y.numel()``."""
+    n = y.shape[-1] if _independent_rows(func, y) else y.numel()
+    return (y.numel() // n, n, n)
 
 
 def linearize(func: VectorField, t: Time, y: torch.Tensor) -> Linearization:

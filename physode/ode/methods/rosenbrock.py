@@ -15,6 +15,7 @@ the step to be small for stability.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import torch
 
 from physode.ode.methods.base import Method
 from physode.ode.methods.dense import PolyDense
-from physode.ode.methods.jacobian import linearize
+from physode.ode.methods.jacobian import InverseSolver, LinearSolver, linearize
 from physode.ode.methods.step import Step, Time, VectorField, time_tensor
 from physode.ode.methods.tableau import FloatArray, Matrix, Row
 
@@ -34,6 +35,11 @@ def _axpy(out: torch.Tensor, v: torch.Tensor, c: Time) -> torch.Tensor:
     if isinstance(c, torch.Tensor):
         return out + v * c
     return torch.add(out, v, alpha=c)
+
+
+def _inverse_of(solver: LinearSolver | InverseSolver) -> torch.Tensor | None:
+    """The inverse the stages were solved with (compiled loops), for ``Step.factor``."""
+    return solver.inv if isinstance(solver, InverseSolver) else None
 
 
 def _lincomb(base: torch.Tensor | None, coefs: Iterable[float], vecs: list[torch.Tensor],
@@ -62,6 +68,22 @@ class _Stiff(Method):
     # the step is tensor arithmetic, a Jacobian from the field's closed-form hook or
     # torch.func, lu_factor and lu_solve: it traces into the compiled whole-solve loops
     compiled_loop = True
+    # inside those loops the step inverts I/(h gamma) - J; ACA's rebuild takes it back
+    reuses_factor = True
+
+    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
+             f0: torch.Tensor) -> Step:
+        return self._step(func, t, h, y0, f0, None)
+
+    def step_reusing(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
+                     f0: torch.Tensor, factor: torch.Tensor) -> Step:
+        return self._step(func, t, h, y0, f0, factor)
+
+    @abstractmethod
+    def _step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor, f0: torch.Tensor,
+              known: torch.Tensor | None) -> Step:
+        """The step, its stages solved with ``known`` (the inverse of ``I / (h gamma) - J``
+        computed before) when given."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +149,11 @@ class Rosenbrock(_Stiff):
         self.n_extended = tableau.stages
         self.interpolant = PolyDense(tableau.dense_matrix(), by_h=False)
 
-    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
-             f0: torch.Tensor) -> Step:
+    def _step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor, f0: torch.Tensor,
+              known: torch.Tensor | None) -> Step:
         tab = self.tableau
         lin = linearize(func, t, y0)
-        solve = lin.factor(1.0 / (h * tab.gamma))
+        solve = lin.factor(1.0 / (h * tab.gamma), known)
         U: list[torch.Tensor] = []
         for i in range(tab.stages):
             if i == 0:
@@ -145,7 +167,7 @@ class Rosenbrock(_Stiff):
             U.append(solve(rhs))
         y1 = _lincomb(y0, tab.m, U)
         err = _lincomb(None, tab.e, U)
-        return Step(y1, err, None, U)
+        return Step(y1, err, None, U, _inverse_of(solve))
 
 
 def _lower(rows: list[list[float]], s: int) -> Matrix:
@@ -226,11 +248,11 @@ class Rosenbrock23(_Stiff):
         r = 1.0 / (1.0 - 2.0 * self.d)
         self.interpolant = PolyDense(np.array([[r, -r], [-2.0 * self.d * r, r]]), by_h=True)
 
-    def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,
-             f0: torch.Tensor) -> Step:
+    def _step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor, f0: torch.Tensor,
+              known: torch.Tensor | None) -> Step:
         hd = h * self.d
         lin = linearize(func, t, y0)
-        lu = lin.factor(1.0 / hd)
+        lu = lin.factor(1.0 / hd, known)
 
         def solve(rhs: torch.Tensor) -> torch.Tensor:  # W^-1 rhs = (I/(hd) - J)^-1 rhs/(hd)
             return lu(rhs) / hd
@@ -246,7 +268,7 @@ class Rosenbrock23(_Stiff):
             r3 = _axpy(r3, lin.ft, hd)
         k3 = solve(r3)
         err = (k1 - 2.0 * k2 + k3) * (h / 6.0)
-        return Step(y1, err, None, [k1, k2, f2])
+        return Step(y1, err, None, [k1, k2, f2], _inverse_of(lu))
 
     def f1(self, func: VectorField, t1: Time, step: Step) -> torch.Tensor | None:
         return step.ks[2]

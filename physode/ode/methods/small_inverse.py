@@ -71,8 +71,18 @@ def small_inverse(A: Tensor) -> Tensor:
     same derivative to round-off."""
     if not torch.is_grad_enabled():
         return gauss_jordan(A)
-    X = gauss_jordan(A.detach())
-    return X - _product(_product(X, A - A.detach()), X)
+    return known_inverse(gauss_jordan(A.detach()), A)
+
+
+def known_inverse(X: Tensor, A: Tensor) -> Tensor:
+    """``A^-1`` given its value ``X`` (computed before, e.g. by the forward loop): ``X``
+    itself, with the exact inverse's derivative ``-X dA X`` attached when grad mode is on
+    (``X - X (A - stop(A)) X``). The ACA reverse sweep rebuilds a Rosenbrock step with the
+    inverse the forward step computed instead of inverting again."""
+    if not torch.is_grad_enabled():
+        return X
+    mul = _product if A.shape[-1] <= MAX_SIZE else torch.matmul
+    return X - mul(mul(X, A - A.detach()), X)
 
 
 def inverse(A: Tensor) -> Tensor:
@@ -84,4 +94,4 @@ def inverse(A: Tensor) -> Tensor:
     return inv
 
 
-__all__ = ["MAX_SIZE", "gauss_jordan", "inverse", "small_inverse"]
+__all__ = ["MAX_SIZE", "gauss_jordan", "inverse", "known_inverse", "small_inverse"]

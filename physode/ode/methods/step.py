@@ -27,6 +27,9 @@ class Step(NamedTuple):
     err: torch.Tensor | None  # the embedded local error estimate (None: fixed-step method)
     err3: torch.Tensor | None  # DOP853's second estimate (Hairer's 8(5,3) norm), else None
     ks: list[torch.Tensor]  # the stages (for FSAL explicit RK, ks[-1] = f(t+h, y1))
+    # the inverse a stiff step solved its stages with, inside a compiled loop (else None):
+    # what ``Method.step_reusing`` takes back when the ACA reverse sweep rebuilds the step
+    factor: torch.Tensor | None = None
 
 
 def time_tensor(t: Time, like: torch.Tensor) -> torch.Tensor:

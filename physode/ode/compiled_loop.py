@@ -46,7 +46,7 @@ from torch._higher_order_ops import while_loop as _while_loop
 from physode.errors import MaxStepsExceeded, NonFiniteState, StepSizeUnderflow
 from physode.ode.controller import PIController, initial_step
 from physode.ode.loop import Config, Stats
-from physode.ode.loop_buffers import CHUNK, Factors, Writes, chunk_rows
+from physode.ode.loop_buffers import CHUNK, Factors, Packing, Writes, chunk_rows, pack, unpack
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm
@@ -181,7 +181,7 @@ def _forward_chunk(method: Method, func: VectorField, in_place: bool, t: Tensor,
 def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor, a_y: Tensor,
                    a_f: Tensor, ck_t: Tensor, ck_h: Tensor, ck_y: Tensor, ck_f: Tensor,
                    ck_x: Tensor, end_cot: Tensor, y_cot: Tensor, k_cot: Tensor,
-                   *params: Tensor) -> tuple[Tensor, ...]:
+                   spec: Packing, flat: Tensor) -> tuple[Tensor, ...]:
     """ACA's reverse sweep over one chunk of checkpoints, row ``last`` down to 0.
 
     At step i: the cotangent of an output the step ends on joins that of y_{i+1}; the
@@ -189,43 +189,44 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
     inside it) back to (y_i, f_i, params); the dense outputs' direct share of y_i's
     cotangent is added. With factors in ``ck_x``, a stiff step is rebuilt with the
     inverse its forward trial computed (``Method.step_reusing``): same values, no second
-    elimination."""
-    g0 = tuple(torch.zeros_like(p) for p in params)
+    elimination. The parameters come packed into one vector ``flat`` (``spec``), so the
+    loop carries one gradient however many parameter tensors the field has (a reaction
+    network has one per rate: 51 separate accumulators made the chain's reverse graph
+    51 times longer, and its C++ took minutes to compile)."""
 
     def cond(i: Tensor, *rest: Tensor) -> Tensor:
         return i >= 0
 
-    def body(i: Tensor, a_y: Tensor, a_f: Tensor, *g: Tensor) -> tuple[Tensor, ...]:
+    def body(i: Tensor, a_y: Tensor, a_f: Tensor, g: Tensor) -> tuple[Tensor, ...]:
         row = i.reshape(1)
         t, h, y, f = (b.index_select(0, row)[0] for b in (ck_t, ck_h, ck_y, ck_f))
         a_y = a_y + end_cot.index_select(0, row)[0]
 
         x = ck_x.index_select(0, row)[0] if ck_x.shape[0] else None
 
-        def rebuild(y_: Tensor, f_: Tensor, *ps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            field = field_of(func, names, ps)
+        def rebuild(y_: Tensor, f_: Tensor, flat_: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            field = field_of(func, names, unpack(flat_, spec))
             step = (method.step(field, t, h, y_, f_) if x is None
                     else method.step_reusing(field, t, h, y_, f_, x))
             f1 = _end_derivative(method, field, t + h, step.y1, step.ks)
             return step.y1, f1, _stages(method, field, t, h, y_, step.ks, f1)
 
-        pull = torch.func.vjp(rebuild, y, f, *params)[1]
-        gy, gf, *gp = pull((a_y, a_f, k_cot.index_select(0, row)[0]))
-        return (i - 1, gy + y_cot.index_select(0, row)[0], gf,
-                *(a + b for a, b in zip(g, gp)))
+        pull = torch.func.vjp(rebuild, y, f, flat)[1]
+        gy, gf, gp = pull((a_y, a_f, k_cot.index_select(0, row)[0]))
+        return i - 1, gy + y_cot.index_select(0, row)[0], gf, g + gp
 
-    i, a_y, a_f, *g = run_while(cond, body, (last, a_y, a_f, *g0))
+    i, a_y, a_f, g = run_while(cond, body, (last, a_y, a_f, torch.zeros_like(flat)))
     # the chunk's first derivative f = func(t, y) at row 0 pulled back to (y, params): for
     # the first chunk, where row 0 is (t0, y0) and f0 came from outside the loops, this
     # closes the sweep (one vjp here instead of an eager one after it)
     t0, y0 = ck_t[0], ck_y[0]
 
-    def first(y_: Tensor, *ps: Tensor) -> Tensor:
-        out: Tensor = field_of(func, names, ps)(t0, y_)
+    def first(y_: Tensor, flat_: Tensor) -> Tensor:
+        out: Tensor = field_of(func, names, unpack(flat_, spec))(t0, y_)
         return out
 
-    gy0, *gp0 = torch.func.vjp(first, y0, *params)[1](a_f)
-    return (i, a_y, a_f, *g, a_y + gy0, *(a + b for a, b in zip(g, gp0)))
+    gy0, gp0 = torch.func.vjp(first, y0, flat)[1](a_f)
+    return i, a_y, a_f, g, a_y + gy0, g + gp0
 
 
 @dataclass
@@ -373,9 +374,9 @@ class CompiledLoop:
         shape = grad_ys.shape[1:]
         n_ext = self.interpolant.n_vectors
         a_y, a_f = grad_ys.new_zeros(shape), grad_ys.new_zeros(shape)
-        g_total = [torch.zeros_like(p) for p in params]
-        n_p = len(params)
-        closed: tuple[Tensor, list[Tensor]] = (a_y, g_total)
+        spec, flat = pack(params, grad_ys)
+        g_total = torch.zeros_like(flat)
+        closed = (a_y, g_total)
         for c in reversed(fw.chunks):
             g = grad_ys[c.first: c.first + len(c.local)]
             mask = c.at_end.reshape(-1, *([1] * len(shape)))
@@ -389,13 +390,13 @@ class CompiledLoop:
             k_cot = grad_ys.new_zeros((size, n_ext, *shape)).index_add_(
                 0, c.local, W * dense_g.unsqueeze(1))
             last = torch.tensor(c.n - 1, dtype=torch.int64, device=grad_ys.device)
-            _, a_y, a_f, *rest = self._reverse(self.method, func, names, last, a_y, a_f, c.t,
-                                               c.h, c.y, c.f, c.x, end_cot, y_cot, k_cot,
-                                               *params)
+            _, a_y, a_f, g, a_closed, g_closed = self._reverse(
+                self.method, func, names, last, a_y, a_f, c.t, c.h, c.y, c.f, c.x, end_cot,
+                y_cot, k_cot, spec, flat)
             # with the sweep closed through this chunk's row 0: right for the first chunk
-            closed = (rest[n_p], [a + b for a, b in zip(g_total, rest[n_p + 1:])])
-            g_total = [a + b for a, b in zip(g_total, rest[:n_p])]
-        return closed
+            closed = (a_closed, g_total + g_closed)
+            g_total = g_total + g
+        return closed[0], list(unpack(closed[1], spec))
 
 
 _LOOPS: dict[str, CompiledLoop] = {}

@@ -5,6 +5,8 @@ writes — carried through the loop in chunks of ``CHUNK`` rows."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
@@ -69,6 +71,33 @@ class Writes:
         self.carrying.add(type(func))
 
 
+Packing = tuple[tuple[tuple[int, ...], torch.dtype], ...]
+"""The shapes and dtypes of parameters packed into one vector (a static argument of the
+compiled reverse loop: a new layout compiles anew, new values never do)."""
+
+
+def pack(params: tuple[Tensor, ...], like: Tensor) -> tuple[Packing, Tensor]:
+    """``params`` as one flat vector of the widest of their dtypes and ``like``'s (so each
+    value is kept exactly) and the layout that :func:`unpack` undoes."""
+    spec = tuple((tuple(p.shape), p.dtype) for p in params)
+    dtype = like.dtype
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    if not params:
+        return spec, like.new_zeros(0)
+    return spec, torch.cat([p.detach().reshape(-1).to(dtype) for p in params])
+
+
+def unpack(flat: Tensor, spec: Packing) -> tuple[Tensor, ...]:
+    """The parameters (or their gradients) in :func:`pack`'s layout, each in its dtype."""
+    if not spec:
+        return ()
+    # one split, not a slice each: a slice's derivative is a zero-padded copy of the whole
+    # vector, so P slices cost P^2 in the reverse graph (its C++ took minutes for P = 51)
+    pieces = torch.split(flat, [math.prod(shape) for shape, _ in spec])
+    return tuple(x.reshape(shape).to(dtype) for x, (shape, dtype) in zip(pieces, spec))
+
+
 def chunk_rows(y0: Tensor, n_ext: int, extra: int = 0) -> int:
     """Checkpoint rows per forward call for states like ``y0`` with ``n_ext`` stage
     vectors per step (and ``extra`` bytes more per row: a step's factor): fewer calls
@@ -107,5 +136,5 @@ class Factors:
         return self.like.new_empty((rows, *self.shape))
 
 
-__all__ = ["CHUNK", "CHUNK_BYTES", "FACTOR_BYTES", "MAX_ROWS", "MIN_ROWS", "Factors", "Writes",
-           "chunk_rows", "leave_dual_levels", "writes_in_place"]
+__all__ = ["CHUNK", "CHUNK_BYTES", "FACTOR_BYTES", "MAX_ROWS", "MIN_ROWS", "Factors", "Packing",
+           "Writes", "chunk_rows", "leave_dual_levels", "pack", "unpack", "writes_in_place"]

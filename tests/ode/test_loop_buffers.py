@@ -119,3 +119,18 @@ def test_substituted_fields_read_declarations_when_asked() -> None:
     undamped = systems.get("pendulum", damping=0.0)
     split = substituted(undamped, names, params).position_velocity_split
     assert split == ("theta", "omega")
+
+
+def test_parameters_pack_into_one_vector_and_back_exactly():
+    """The compiled reverse loop carries one packed gradient: the layout keeps shapes and
+    dtypes, and values survive the round trip (the widest dtype holds them all)."""
+    from physode.ode.loop_buffers import pack, unpack
+
+    params = (torch.tensor(0.1, dtype=torch.float32), torch.arange(6.0).reshape(2, 3) / 7,
+              torch.tensor([1e-300, 3.0], dtype=torch.float64))
+    spec, flat = pack(params, torch.zeros(2, dtype=torch.float32))
+    assert flat.dtype == torch.float64 and flat.shape == (1 + 6 + 2,)
+    back = unpack(flat, spec)
+    for a, b in zip(params, back):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    assert pack((), torch.zeros(3))[1].shape == (0,) and unpack(torch.zeros(0), ()) == ()

@@ -22,6 +22,7 @@ from physode.ode.sensitivity_batch import SensitivityField, SensitivityModel, sm
 from systems import register
 from systems.mass_action import MassActionForms
 from systems.reactions import Reaction, left_null_space, parse_reaction
+from systems.sparse_kinetics import SPARSE_FROM, SparseMassAction
 
 
 @register("reaction-network", "a mass-action network from reaction strings (needs reactions= "
@@ -116,6 +117,8 @@ class ReactionNetwork(System):
             "_react_onehot",
             torch.nn.functional.one_hot(react_idx, n_s + 1)[..., :n_s].to(torch.float64),
         )
+        # large networks: field and Jacobian from the stoichiometry's non-zeros
+        self._sparse = SparseMassAction(stoich, react_idx) if n_s >= SPARSE_FROM else None
         self.moieties = tuple(tuple(w) for w in left_null_space(stoich))
         self.register_buffer(
             "_moiety_matrix", torch.tensor(self.moieties, dtype=torch.float64).reshape(-1, n_s)
@@ -276,12 +279,20 @@ class ReactionNetwork(System):
     def vector_field(self, t: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         c = state["concentration"]
         rates = self.reaction_rates(c)
+        if self._sparse is not None:
+            return {"concentration": self._sparse.field(rates)}
         return {"concentration": small_matmul(rates, self.stoichiometry.to(c.dtype).T)}
 
     def rate_jacobian(self, c: Tensor) -> Tensor:
         """``dr_j/dc_s`` in closed form, ``(*batch, n_reactions, n_species)``: for
         ``r_j = k_j prod_m c[i_jm]`` the derivative is ``k_j sum_m [i_jm = s] prod_{m' != m}
         c[i_jm']`` (a product rule, no powers, so it is finite at zero concentration)."""
+        onehot = self._react_onehot.to(c.dtype)
+        return (self._rate_partials(c)[..., None] * onehot).sum(-2)
+
+    def _rate_partials(self, c: Tensor) -> Tensor:
+        """``k_j prod_{m' != m} c[i_jm']`` per reaction j and factor m, ``(*batch,
+        n_reactions, order)``: the derivative of rate j by its m-th factor."""
         k = self.rate_constants().to(c.dtype)
         padded = torch.cat([c, torch.ones_like(c[..., :1])], dim=-1)
         factors = padded[..., self._react_idx]  # (*batch, n_r, order)
@@ -293,11 +304,13 @@ class ReactionNetwork(System):
             ],
             dim=-1,
         )  # product of all factors but the m-th
-        onehot = self._react_onehot.to(c.dtype)
-        return k[:, None] * (others[..., None] * onehot).sum(-2)
+        return k[:, None] * others
 
     def _mass_action_jacobian(self, t: Tensor, y: Tensor) -> Tensor:
-        """``df/dy = N dr/dc`` (Érdi & Tóth 1989, ch. 3), ``(*batch, n, n)``."""
+        """``df/dy = N dr/dc`` (Érdi & Tóth 1989, ch. 3), ``(*batch, n, n)``; for large
+        networks assembled from the non-zeros (:mod:`systems.sparse_kinetics`)."""
+        if self._sparse is not None:
+            return self._sparse.jacobian(self._rate_partials(y))
         return small_matmul(self.stoichiometry.to(y.dtype), self.rate_jacobian(y))
 
     @property
@@ -332,7 +345,7 @@ class ReactionNetwork(System):
             return None
         model = self.__dict__.get("_sensitivity_model")
         if model is None:  # one field per network: compiled kernels are cached by field
-            forms = MassActionForms(self.stoichiometry, self._react_idx)
+            forms = MassActionForms(self.stoichiometry, self._react_idx, self._sparse)
             field = SensitivityField(forms.rhs, forms.jacobian, forms.param_jacobian, True,
                                      forms.jacobian_dir, forms.param_jacobian_dir)
             model = SensitivityModel(field, self.rate_constants)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from physode.ode.sensitivity_batch import small_matmul
+from systems.sparse_kinetics import SparseMassAction
 
 
 def _prod(factors: list[Tensor], like: Tensor) -> Tensor:
@@ -34,9 +35,13 @@ def _prod(factors: list[Tensor], like: Tensor) -> Tensor:
 class MassActionForms:
     """``rhs``, ``jacobian``, ``param_jacobian`` and their directional derivatives in the
     concentrations for stoichiometry ``N (n, R)`` and reactant factor indices ``idx (R,
-    order)`` (index ``n`` is the constant-1 padding)."""
+    order)`` (index ``n`` is the constant-1 padding); with ``sparse`` (a large network's
+    non-zeros, :mod:`systems.sparse_kinetics`) the field, J and its directional
+    derivative are assembled from the non-zeros instead of dense products."""
 
-    def __init__(self, stoichiometry: Tensor, react_idx: Tensor) -> None:
+    def __init__(self, stoichiometry: Tensor, react_idx: Tensor,
+                 sparse: SparseMassAction | None = None) -> None:
+        self.sparse = sparse
         self.N = stoichiometry.detach().to(torch.float64)
         self.idx = react_idx.detach()
         n = self.N.shape[0]
@@ -74,10 +79,14 @@ class MassActionForms:
 
     def rhs(self, t: Tensor, c: Tensor, k: Tensor) -> Tensor:
         """``f = N (k * m(c))``: ``(..., n)``."""
+        if self.sparse is not None:
+            return self.sparse.field(k * self._factors(c, 1.0).prod(-1))
         return small_matmul(k * self._factors(c, 1.0).prod(-1), self.N.to(c.dtype).T)
 
     def jacobian(self, t: Tensor, c: Tensor, k: Tensor) -> Tensor:
         """``J = N diag(k) dm/dc``: ``(..., n, n)``."""
+        if self.sparse is not None:
+            return self.sparse.jacobian(k[..., :, None] * self._others(self._factors(c, 1.0)))
         dm = self._to_species(self._others(self._factors(c, 1.0)))
         return small_matmul(self.N.to(c.dtype), k[..., :, None] * dm)
 
@@ -88,6 +97,8 @@ class MassActionForms:
     def jacobian_dir(self, t: Tensor, c: Tensor, k: Tensor, u: Tensor) -> Tensor:
         """``sum_l u_l dJ/dc_l``: ``(..., n, n)``, leading axes of ``u`` first."""
         f, uf = self._factors(c, 1.0), self._factors(u, 0.0)
+        if self.sparse is not None:
+            return self.sparse.jacobian(k[..., :, None] * self._others_dir(f, uf))
         dm = self._to_species(self._others_dir(f, uf))
         return small_matmul(self.N.to(c.dtype), k[..., :, None] * dm)
 

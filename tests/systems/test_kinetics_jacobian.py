@@ -60,3 +60,35 @@ def test_substituted_field_keeps_the_hook_with_its_parameters():
     assert torch.allclose(field.jacobian(T0, y), expected, rtol=1e-14, atol=1e-14)
     assert not torch.allclose(field.jacobian(T0, y), system.jacobian(T0, y))
     assert field.state_size == 3 and field.autonomous is True
+
+
+def _large_network() -> ReactionNetwork:
+    """20 species: the factor patterns of ``_network`` repeated along a chain, so the field
+    and Jacobian are assembled from the stoichiometry's non-zeros."""
+    reactions = ["k0: -> X0"]
+    for i in range(19):
+        a, b = f"X{i}", f"X{i + 1}"
+        kind = i % 3
+        reactions.append(f"r{i}: {a} -> {b}" if kind == 0 else
+                         f"r{i}: 2 {a} -> {b}" if kind == 1 else f"r{i}: {a} + X0 -> 2 {b}")
+    reactions.append("out: X19 ->")
+    rates = [0.5] + [1.0 + 0.1 * i for i in range(19)] + [0.7]
+    return ReactionNetwork(reactions, rates, y0=[1.0] + [0.0] * 19)
+
+
+def test_large_networks_assemble_field_and_jacobian_from_nonzeros():
+    from systems.sparse_kinetics import SPARSE_FROM
+
+    system = _large_network()
+    assert len(system.species) >= SPARSE_FROM and system._sparse is not None
+    y = torch.rand(3, 20, dtype=torch.float64)
+    y[1] = 0.0  # zero concentration: the product rule keeps it finite
+    dense_f = system.reaction_rates(y) @ system.stoichiometry.T
+    assert torch.allclose(system(T0, y), dense_f, rtol=1e-14, atol=1e-14)
+    J = system.jacobian(T0, y)
+    auto = torch.func.vmap(torch.func.jacrev(lambda z: system(T0, z)))(y)
+    assert torch.allclose(J, auto, rtol=1e-14, atol=1e-14)
+    assert torch.allclose(J, system.stoichiometry @ system.rate_jacobian(y),
+                          rtol=1e-14, atol=1e-14)
+    assert "f_species" not in system.state_dict() and "_sparse.f_species" not in \
+        system.state_dict()  # index lists are rebuilt from the reactions, never saved

@@ -25,6 +25,7 @@ from physode.ode.compile import compiled
 from physode.ode.compiled_loop import integrate_compiled
 from physode.ode.controller import PIController, StepSizeController
 from physode.ode.events import Event, EventRecord
+from physode.ode.explicit_field import explicit_form
 from physode.ode.gradients import GRADIENTS, check_gradient
 from physode.ode.gradients.compiled_aca import compiled_aca_solve
 from physode.ode.loop import Config, Stats, integrate
@@ -269,6 +270,13 @@ def _params(func: object, params: Iterable[torch.Tensor] | None) -> tuple[torch.
 _NOT_LOOPABLE: set[int] = set()
 
 
+def _loop_field(func: VectorField) -> VectorField:
+    """The field a compiled forward loop runs: the explicit-parameter form when ``func``
+    offers one (:mod:`physode.ode.explicit_field`), as the compiled ACA does."""
+    form = explicit_form(func)
+    return func if form is None else form[0]
+
+
 def _in_compiled_loop(func: VectorField, y0: torch.Tensor, t: torch.Tensor, times: list[float],
                       cfg: Config, gradient: str, ps: tuple[torch.Tensor, ...],
                       needs_grad: bool) -> tuple[torch.Tensor, Stats] | None:
@@ -278,7 +286,7 @@ def _in_compiled_loop(func: VectorField, y0: torch.Tensor, t: torch.Tensor, time
     handle falls back once, with a warning, and is not tried again."""
     return try_loops(
         func, cfg, len(times), gradient, ps, needs_grad, _NOT_LOOPABLE,
-        lambda: integrate_compiled(func, y0, times, cfg),
+        lambda: integrate_compiled(_loop_field(func), y0, times, cfg),
         lambda names: compiled_aca_solve(func, y0, t, times, cfg, ps, names),
         f"the whole {cfg.method.name} solve", "compiling step by step instead")
 

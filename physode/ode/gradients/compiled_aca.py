@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from physode.ode.compiled_loop import Forward, Names, loop_for, run
+from physode.ode.explicit_field import explicit_form
 from physode.ode.gradients.aca import (
     module_param_names,
     refuse_double_backward,
@@ -88,6 +89,10 @@ def compiled_aca_solve(func: VectorField, y0: Tensor, t: Tensor, times: list[flo
     """``gradient="aca"`` with ``compile=True``: outputs whose backward is the compiled
     reverse sweep. ``names``: from :func:`module_names` (not None)."""
     box: dict[str, Stats] = {}
+    form = explicit_form(func)
+    if form is not None:  # one explicit parameter vector (physode.ode.explicit_field)
+        func, p = form
+        names, params = ("p",), (p,)
     ys: Tensor = _CompiledACA.apply(  # type: ignore[no-untyped-call]
         func, cfg, times, names, box, y0, t, *params)
     return ys, box["stats"]

@@ -16,7 +16,9 @@ compiled cascade simulation read 9.1-9.2 ms where 15 and more read 7.0-7.2 ms).
 
 The peer is AMICI (CVODES BDF with generated C++; forward sensitivities by CVODES's
 staggered direct method), in its own virtualenv (``benchmarks/peers/amici_kinetics.py``)
-on the same networks written as SBML, the same outputs and tolerances. ``ratio`` columns
+on the same networks written as SBML, the same outputs and tolerances, run for each
+network right before physode's compiled timings of it (the eager ones come after), so
+that a ratio compares measurements seconds apart, not minutes. ``ratio`` columns
 are physode compiled over AMICI. ``final-state error`` is ``max |y - y_ref| / (atol + rtol
 |y_ref|)`` at the last output against scipy's Radau at rtol 1e-12: the global error in
 units of the tolerance.
@@ -201,19 +203,20 @@ def main() -> None:
     torch.set_num_threads(1)
     problems = {"cascade (7 species)": cascade(), "Robertson (3 species)": robertson(),
                 f"MM chain ({3 * args.chain + 1} species)": mm_chain(args.chain)}
-    peer = None if args.no_peer else run_peer(
-        "amici", "amici_kinetics.py",
-        {"problems": [peer_spec(str(i), net, t) for i, (net, t) in enumerate(problems.values())],
-         "repeats": args.compiled_repeats})
     rows: list[list[object]] = []
     tight_rows: list[list[object]] = []
     for i, (label, (net, t)) in enumerate(problems.items()):
+        # AMICI's timings of this problem right before physode's compiled ones: the
+        # machine's speed drifts over minutes, and the ratio should not measure the drift
+        peer = None if args.no_peer else run_peer(
+            "amici", "amici_kinetics.py",
+            {"problems": [peer_spec(str(i), net, t)], "repeats": args.compiled_repeats})
         amici = (peer or {}).get(str(i))
         exact = reference_final(net, t)
         for method in args.methods:
             small = len(net.species) <= args.compiled_gradient_species
-            eager = measure(net, t, method, False, args.repeats)
             comp = measure(net, t, method, True, args.compiled_repeats, with_gradient=small)
+            eager = measure(net, t, method, False, args.repeats)
             row: list[object] = [label, method, comp["steps"], eager["sim"], comp["sim"],
                                  eager["grad"], comp["grad"], eager["sens"], comp["sens"],
                                  comp["first_s"]]

@@ -190,9 +190,8 @@ def _reverse_chunk(method: Method, func: VectorField, names: Names, last: Tensor
     cotangent is added. With factors in ``ck_x``, a stiff step is rebuilt with the
     inverse its forward trial computed (``Method.step_reusing``): same values, no second
     elimination. The parameters come packed into one vector ``flat`` (``spec``), so the
-    loop carries one gradient however many parameter tensors the field has (a reaction
-    network has one per rate: 51 separate accumulators made the chain's reverse graph
-    51 times longer, and its C++ took minutes to compile)."""
+    loop carries one gradient however many parameter tensors the field has, instead of
+    an accumulator per tensor with every update unrolled per tensor."""
 
     def cond(i: Tensor, *rest: Tensor) -> Tensor:
         return i >= 0

@@ -29,14 +29,17 @@ from physode.ode.sensitivity_step import SensitivityField, SensitivityModel
 
 class ExplicitField(nn.Module):
     """``f(t, y) = rhs(t, y, p)`` with ``p`` its only parameter; ``jacobian(t, y)`` and
-    ``autonomous`` declared from the :class:`SensitivityField`."""
+    ``autonomous`` declared from the :class:`SensitivityField`, and the system's
+    ``state_size`` (a batch of independent rows, such as experiments solved together,
+    keeps its per-row Jacobians)."""
 
     autonomous = True
 
-    def __init__(self, field: SensitivityField, p: Tensor) -> None:
+    def __init__(self, field: SensitivityField, p: Tensor, state_size: int | None) -> None:
         super().__init__()
         self.field = field
         self.p = nn.Parameter(p.detach().clone())
+        self.state_size = state_size
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         out: Tensor = self.field.rhs(t, y, self.p)
@@ -51,13 +54,14 @@ class ExplicitField(nn.Module):
 _FIELDS: dict[int, ExplicitField] = {}
 
 
-def _field_for(field: SensitivityField, p: Tensor) -> ExplicitField:
+def _field_for(field: SensitivityField, p: Tensor, state_size: int | None) -> ExplicitField:
     """One :class:`ExplicitField` per sensitivity field, alive as long as that field (the
     compiled loops guard on the module they were traced with: a new one would retrace)."""
     key = id(field)
     explicit = _FIELDS.get(key)
-    if explicit is None or explicit.p.shape != p.shape or explicit.p.dtype != p.dtype:
-        explicit = ExplicitField(field, p)
+    if (explicit is None or explicit.p.shape != p.shape or explicit.p.dtype != p.dtype
+            or explicit.state_size != state_size):
+        explicit = ExplicitField(field, p, state_size)
         _FIELDS[key] = explicit
         weakref.finalize(field, _FIELDS.pop, key, None)
     return explicit
@@ -74,7 +78,7 @@ def explicit_form(func: VectorField) -> tuple[ExplicitField, Tensor] | None:
     if not isinstance(model, SensitivityModel) or not model.field.autonomous:
         return None
     p = model.parameters()
-    explicit = _field_for(model.field, p)
+    explicit = _field_for(model.field, p, declaration(func, "state_size"))
     with torch.no_grad():
         explicit.p.copy_(p.detach())
     return explicit, p

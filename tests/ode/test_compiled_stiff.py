@@ -236,3 +236,22 @@ def test_a_large_network_compiled_aca_equals_direct(loop_calls):
     for i, (a, b, c) in enumerate(zip(g_whole, direct, g_eager)):
         assert torch.allclose(c, b, rtol=1e-12, atol=1e-15), i  # eager ACA = direct
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-12), i
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # a fallback to per-step would warn
+def test_rows_of_experiments_keep_their_own_jacobians_in_the_explicit_form(loop_calls):
+    """Two experiments solved together as rows ``(2, n)``: the explicit form declares the
+    network's ``state_size``, so each row keeps its own ``n x n`` Jacobian in the loop
+    (without it the rows were one coupled system, the compile failed and the solve fell
+    back to per-step compilation)."""
+    net = _enzyme()
+    y0 = torch.stack([net.y0.detach(), net.y0.detach() * 0.5]).requires_grad_(True)
+    t = torch.linspace(0.0, 5.0, 11)
+    grads = []
+    for compile_ in (False, True):
+        sol = physode.solve(net, y0, t, method="rosenbrock23", rtol=1e-7, atol=1e-10,
+                            compile=compile_)
+        grads.append(torch.autograd.grad(sol.ys.square().sum(), [y0, *net.parameters()]))
+    assert loop_calls == ["rosenbrock23"]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-13)

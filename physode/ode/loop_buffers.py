@@ -93,7 +93,7 @@ def unpack(flat: Tensor, spec: Packing) -> tuple[Tensor, ...]:
     if not spec:
         return ()
     # one split, not a slice each: a slice's derivative is a zero-padded copy of the whole
-    # vector, so P slices cost P^2 in the reverse graph (its C++ took minutes for P = 51)
+    # vector, so P slices would cost P^2 in the reverse graph; split's derivative is a cat
     pieces = torch.split(flat, [math.prod(shape) for shape, _ in spec])
     return tuple(x.reshape(shape).to(dtype) for x, (shape, dtype) in zip(pieces, spec))
 
@@ -117,7 +117,10 @@ class Factors:
     allows": in place only (carried buffers would copy them on every trial), and only
     while the solve's factors stay within :data:`FACTOR_BYTES`; later chunks keep none and
     their steps invert again in the reverse sweep. A 7-species network's step keeps 392
-    bytes (256 MiB: ~680 000 steps), a 52-species one's 21.6 kB (~12 000 steps)."""
+    bytes (256 MiB: ~680 000 steps), a 52-species one's 21.6 kB (~12 000 steps).
+    Forward-only solves write them too, so that they and ACA share one compiled forward
+    graph (a second variant would compile anew); the cost was not measurable (cascade
+    simulation, the session-start commit and this one alternately: 7.0-7.1 ms both)."""
 
     def __init__(self, method: Method, func: VectorField, y0: Tensor, in_place: bool) -> None:
         keep = method.reuses_factor and in_place

@@ -25,6 +25,7 @@ import torch
 from physode.ode.methods.base import Method
 from physode.ode.methods.norm import Tol, error_norm, error_ratio
 from physode.ode.methods.step import Step, Time, VectorField
+from physode.ode.vec_isa import isa_options
 
 Grads = tuple[torch.Tensor | None, ...]
 
@@ -95,10 +96,13 @@ class CompiledMethod(Method):
         # are the step's own (no extra evaluations) and the step is functional
         self.fused_vjp = (method.functional_step and method.linear_dense
                           and method.nfe_dense == 0)
-        self._compiled: Callable[..., Any] = torch.compile(_trial, dynamic=False)
+        isa = isa_options()
+        self._compiled: Callable[..., Any] = torch.compile(_trial, dynamic=False,
+                                                           options=isa)
         self._compiled_err: Callable[..., Any] = torch.compile(_trial_with_error,
-                                                               dynamic=False)
-        self._compiled_vjp: Callable[..., Any] = torch.compile(_step_vjp, dynamic=False)
+                                                               dynamic=False, options=isa)
+        self._compiled_vjp: Callable[..., Any] = torch.compile(_step_vjp, dynamic=False,
+                                                               options=isa)
         self._eager_ids: set[int] = set()
 
     def step(self, func: VectorField, t: Time, h: Time, y0: torch.Tensor,

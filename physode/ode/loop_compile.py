@@ -18,6 +18,8 @@
   gradient unchanged or slightly faster. Not for the per-sample loops over batches: there
   the pointwise form recomputes what it inlines for every row (64 three-body systems:
   76 -> 93 ms per gradient).
+- ``cpp.vec_isa_ok`` from :mod:`physode.ode.vec_isa`: inductor's vector-ISA probe (six
+  subprocesses, ~0.8 s in every process) answered once per machine.
 - The small-block CPU cache (:mod:`physode.ode.allocator`) is put in place, because the
   loop body allocates its buffers again on every iteration.
 """
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from physode.ode import allocator
+from physode.ode.vec_isa import isa_options
 
 WHILE_LOOP = "torch.ops.higher_order.while_loop"
 
@@ -38,7 +41,8 @@ def loop_options(pointwise_cat: bool = True) -> dict[str, Any]:
     ``pointwise_cat``: concatenations as pointwise kernels (loops over one system)."""
     allocator.enable()
     return {"cpp_wrapper": True, "force_pointwise_cat": pointwise_cat,
-            "unsafe_marked_cacheable_functions": {WHILE_LOOP: torch.__version__}}
+            "unsafe_marked_cacheable_functions": {WHILE_LOOP: torch.__version__},
+            **isa_options()}
 
 
 __all__ = ["WHILE_LOOP", "loop_options"]

@@ -58,6 +58,7 @@ from physode.ode.sensitivity_step import (
     next_step_size,
     small_matmul,
 )
+from physode.ode.vec_isa import isa_options
 
 _UNCOMPILABLE: set[SensitivityField] = set()
 """Fields whose compiled loop failed to build: they run eagerly from then on."""
@@ -134,9 +135,10 @@ class _Kernels:
         self.compiled = compiled and field.closed_form
         if self.compiled:
             self._eager = (self.start, self.stage, self.hdir)
-            self.start = torch.compile(self.start, dynamic=True)
-            self.stage = torch.compile(self.stage, dynamic=True)
-            self.hdir = torch.compile(self.hdir, dynamic=True)
+            isa = isa_options()
+            self.start = torch.compile(self.start, dynamic=True, options=isa)
+            self.stage = torch.compile(self.stage, dynamic=True, options=isa)
+            self.hdir = torch.compile(self.hdir, dynamic=True, options=isa)
 
     @classmethod
     def of(cls, field: SensitivityField, compiled: bool) -> _Kernels:

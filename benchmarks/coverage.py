@@ -55,14 +55,18 @@ def coverage(name, make_obs, make_system, n, confidence=0.95):
 
 
 def nuts_rate(res, draws, executor):
-    """NUTS effective samples per second (min over the masses), 4 chains."""
+    """(NUTS effective samples per second (min over the masses), 4 chains; what it cost:
+    gradients per iteration, warm-up included, and seconds of the whole run per
+    gradient)."""
     t0 = time.perf_counter()
     idata = physode.sample(res, method="nuts", draws=draws, chains=4, executor=executor)
     t_nuts = time.perf_counter() - t0
     ess = float(np.min(az.ess(idata)["masses"].values))
-    print(f"NUTS ({executor or 'serial'}) {t_nuts:.1f} s, min ESS {ess:.0f}", file=sys.stderr,
-          flush=True)
-    return ess / t_nuts
+    n_grad = int(idata.posterior.attrs["n_gradients"])
+    per_iteration = n_grad / (4 * (draws + draws // 2))  # sample()'s default warm-up
+    print(f"NUTS ({executor or 'serial'}) {t_nuts:.1f} s, min ESS {ess:.0f}, {n_grad} "
+          f"gradients", file=sys.stderr, flush=True)
+    return ess / t_nuts, per_iteration, t_nuts / n_grad
 
 
 def three_body_speed(obs, draws):
@@ -79,7 +83,7 @@ def three_body_speed(obs, draws):
     print(f"three-body profiles {t_prof:.1f} s: "
           + ", ".join(f"{lab} {prof.interval(lab)}" for lab in prof.labels),
           file=sys.stderr, flush=True)
-    return (t_fit, t_prof, nuts_rate(res, draws, None), nuts_rate(res, draws, "processes"))
+    return t_fit, t_prof, nuts_rate(res, draws, None), nuts_rate(res, draws, "processes")
 
 
 def main() -> None:
@@ -124,7 +128,8 @@ def main() -> None:
         print(out)
         write_result("coverage_three_body", out)
     if "speed" in args.parts:
-        t_fit, t_prof, ess_s, ess_p = three_body_speed(make(0), args.draws)
+        t_fit, t_prof, (ess_s, per_it, per_grad), (ess_p, _, _) = three_body_speed(
+            make(0), args.draws)
         out = markdown_table(
             ["seed paper's three-body, one replicate", "measured", "target"],
             [["fit (LM, compile='auto'; includes compiling)", f"{t_fit:.1f} s", ""],
@@ -133,7 +138,10 @@ def main() -> None:
              [f"NUTS, 4 chains x {args.draws} draws, one after another",
               f"{ess_s:.1f} effective samples / s (min over the masses)", ">= 50"],
              [f"NUTS, 4 chains x {args.draws} draws, executor='processes' "
-              f"({os.cpu_count()} cores)", f"{ess_p:.1f} effective samples / s", ">= 50"]])
+              f"({os.cpu_count()} cores)", f"{ess_p:.1f} effective samples / s", ">= 50"],
+             ["NUTS cost (serial run): gradients per iteration, warm-up included; "
+              "wall time per gradient (solver, Pyro and Python)",
+              f"{per_it:.1f}; {per_grad * 1e3:.1f} ms", ""]])
         out = f"Uncertainty speed ({machine_line()}).\n\n" + out
         print(out)
         write_result("uncertainty_speed", out)

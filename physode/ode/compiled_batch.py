@@ -66,6 +66,7 @@ from physode.ode.loop import Config, check_derivative
 from physode.ode.loop_buffers import Writes
 from physode.ode.loop_compile import loop_options
 from physode.ode.methods.base import Method
+from physode.ode.methods.dense import powers
 from physode.ode.methods.step import VectorField
 
 
@@ -350,9 +351,8 @@ class BatchLoop:
     def _weights(self, hs: Tensor, thetas: Tensor) -> Tensor:
         """``(1, h theta, h theta^2, ...)`` per output, shape ``(B, M, 1 + degree)``."""
         degree = self.method.interpolant.P.shape[1]  # type: ignore[union-attr]
-        exps = torch.arange(1, degree + 1, dtype=thetas.dtype, device=thetas.device)
-        powers = thetas[..., None] ** exps * hs[..., None]
-        return torch.cat([torch.ones_like(hs)[..., None], powers], -1)
+        scaled = powers(thetas, degree) * hs[..., None]
+        return torch.cat([torch.ones_like(hs)[..., None], scaled], -1)
 
     def _matrix(self, like: Tensor) -> Tensor:
         """The interpolant's ``P`` (stages x degree) in ``like``'s dtype and device."""

@@ -15,7 +15,7 @@ from physode.ode.compile import CompiledMethod, compiled
 from physode.ode.controller import PIController, StepSizeController
 from physode.ode.methods import METHODS, get_method
 from physode.ode.methods.base import Method
-from physode.ode.methods.dense import PolyDense
+from physode.ode.methods.dense import PolyDense, powers
 from physode.ode.methods.explicit import RK4, ExplicitRK
 from physode.ode.methods.step import Step, time_tensor
 from physode.ode.methods.tableau import Tableau, hermite_terms, nested_dense
@@ -241,3 +241,16 @@ def test_pi_controller_refuses_bad_settings_by_name():
             PIController(**kwargs)
     with pytest.raises(InvalidArgument, match="no error estimate"):
         PIController().init(METHODS["rk4"])
+
+
+def test_dense_output_powers_equal_pow_to_an_ulp():
+    """The running product that replaced ``theta ** exponents`` gives the same powers
+    (zero, one, negative thetas of a backward solve, batched shapes)."""
+    thetas = torch.tensor([[0.0, 1.0, 0.5, 0.999], [-0.25, 1e-8, 0.3, 0.75]],
+                          dtype=torch.float64)
+    for degree in (1, 4, 7):
+        exps = torch.arange(1, degree + 1, dtype=torch.float64)
+        got = powers(thetas, degree)
+        assert got.shape == (2, 4, degree)
+        torch.testing.assert_close(got, thetas[..., None] ** exps, rtol=4e-16 * degree,
+                                   atol=0.0)

@@ -86,8 +86,8 @@ def _decide() -> bool | None:
     path = record_path(key)
     try:
         record = json.loads(path.read_text())
-        if record.get("announced") != announced:
-            raise ValueError("another CPU answer")
+        if not isinstance(record, dict) or record.get("announced") != announced:
+            raise ValueError("another CPU's answer, or not a record")
     except (OSError, ValueError):
         from torch._inductor import cpu_vec_isa
 

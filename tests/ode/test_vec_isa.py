@@ -75,6 +75,10 @@ def test_a_record_of_another_cpu_is_probed_again(fresh) -> None:
     assert vec_isa.vec_isa_ok() is True
     assert calls == [1]
     assert _record()["announced"] == ANNOUNCED[0]
+    path.write_text("[]")  # not a record: probed again
+    vec_isa._ANSWER.clear()
+    assert vec_isa.vec_isa_ok() is True
+    assert calls == [2]
 
 
 def test_the_users_own_setting_stands(fresh, tmp_path: Path) -> None:
